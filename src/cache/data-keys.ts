@@ -1,0 +1,56 @@
+/**
+ * Where messages get their keys. The envelope service asks for a message's derived keys; the DEK
+ * itself never leaves this module, so it has exactly one owner that can zero it.
+ *
+ * Issue 4 adds a cached implementation behind the same interface; `UncachedDataKeys` stays as the
+ * `cache.enabled: false` mode and the benchmark's baseline (one vault call per message).
+ */
+import { randomBytes } from 'node:crypto';
+import type { Header } from '../crypto/format';
+import { deriveMessageKeys, type MessageKeys } from '../crypto/kdf';
+import type { WrappedKey } from '../crypto/message';
+import type { KekRegistry } from '../kek/registry';
+
+/** AES-256 data keys. */
+export const DEK_BYTES = 32;
+
+export interface EncryptKeys {
+  readonly wrapped: WrappedKey;
+  readonly keys: MessageKeys;
+}
+
+export interface DataKeySource {
+  /** Keys for a new message under `alias`, derived for `messageId`. */
+  forEncrypt(alias: string, messageId: Uint8Array, signal?: AbortSignal): Promise<EncryptKeys>;
+  /** Keys for the message whose (parsed, unverified) header is given. */
+  forDecrypt(header: Header, signal?: AbortSignal): Promise<MessageKeys>;
+}
+
+/** One fresh DEK and one wrap call per encrypted message; one unwrap call per decrypted message. */
+export class UncachedDataKeys implements DataKeySource {
+  constructor(private readonly registry: KekRegistry) {}
+
+  async forEncrypt(alias: string, messageId: Uint8Array, signal?: AbortSignal): Promise<EncryptKeys> {
+    const provider = this.registry.forAlias(alias);
+    const dek = randomBytes(DEK_BYTES);
+    try {
+      const result = await provider.wrap(dek, signal);
+      return {
+        wrapped: { keyId: result.keyId, wrapAlgorithm: result.algorithm, wrappedDek: result.wrapped },
+        keys: deriveMessageKeys(dek, messageId),
+      };
+    } finally {
+      dek.fill(0);
+    }
+  }
+
+  async forDecrypt(header: Header, signal?: AbortSignal): Promise<MessageKeys> {
+    const provider = this.registry.forKeyId(header.keyId);
+    const dek = await provider.unwrap(header.keyId, header.wrapAlgorithm, header.wrappedDek, signal);
+    try {
+      return deriveMessageKeys(dek, header.messageId);
+    } finally {
+      dek.fill(0);
+    }
+  }
+}

@@ -1,0 +1,203 @@
+/**
+ * The one typed, validated configuration. Defaults live here and only here; no other module reads
+ * process.env. Sources, lowest precedence first: defaults, a config file (JSON or YAML), environment
+ * variables, command-line flags. Errors name the field and what is allowed.
+ */
+import { readFileSync } from 'node:fs';
+import { availableParallelism } from 'node:os';
+import { extname } from 'node:path';
+import { parse as parseYaml } from 'yaml';
+import { z } from 'zod';
+
+const KiB = 1024;
+const MiB = 1024 * KiB;
+
+const size = (min: number, max: number) => z.number().int().min(min).max(max);
+
+const localKey = z.object({
+  provider: z.literal('local'),
+  /** Path of the local key file (see src/kek/local.ts). */
+  file: z.string().min(1),
+});
+
+const tcpListener = z.object({
+  host: z.string().min(1).default('127.0.0.1'),
+  port: z.number().int().min(0).max(65535),
+});
+
+export const configSchema = z.object({
+  /** Directory for sealbox's own state (dev keys, sockets in dev mode). */
+  dataDir: z.string().min(1).default('./.sealbox'),
+  listen: z
+    .object({
+      /** Unix socket path; null disables it. */
+      socket: z.string().min(1).nullable().default('/run/sealbox/sealbox.sock'),
+      /** Permission bits of the socket file. */
+      socketMode: z.number().int().min(0).max(0o777).default(0o600),
+      /** Optional TCP listener, loopback by default. */
+      tcp: tcpListener.nullable().default(null),
+    })
+    .prefault({})
+    .refine((l) => l.socket !== null || l.tcp !== null, 'listen needs a socket or a tcp listener'),
+  /** Key aliases callers may name, each bound to a KEK provider. */
+  keys: z
+    .record(z.string().regex(/^[A-Za-z0-9._-]{1,64}$/, 'key aliases are 1-64 of A-Z a-z 0-9 . _ -'), localKey)
+    .default({}),
+  envelope: z
+    .object({
+      defaultChunkSize: size(4 * KiB, 4 * MiB).default(64 * KiB),
+      unaryMaxBytes: size(1, 64 * MiB).default(4 * MiB),
+      /** Target plaintext bytes per pool task. */
+      batchBytes: size(4 * KiB, 16 * MiB).default(1 * MiB),
+    })
+    .prefault({}),
+  stream: z
+    .object({
+      /** Segments (pool tasks) one stream may have in flight before it stops reading. */
+      maxInFlightSegments: size(1, 256).default(4),
+      /** Bytes in flight across all calls before calls wait. */
+      maxInFlightBytes: size(1 * MiB, 4096 * MiB).default(128 * MiB),
+      /** Largest gRPC message the server accepts (unary requests and stream messages). */
+      maxMessageBytes: size(64 * KiB, 256 * MiB).default(8 * MiB),
+      /** Largest data message the server sends; longer output is split. */
+      writeMessageBytes: size(4 * KiB, 4 * MiB).default(1 * MiB),
+    })
+    .prefault({}),
+  pool: z
+    .object({
+      mode: z.enum(['workers', 'inline']).default('workers'),
+      threads: size(1, 256).default(availableParallelism()),
+      maxQueue: size(1, 1_000_000).default(1024),
+      inlineBelowBytes: size(0, 64 * MiB).default(64 * KiB),
+    })
+    .prefault({}),
+  log: z
+    .object({ level: z.enum(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent']).default('info') })
+    .prefault({}),
+  shutdown: z.object({ graceMs: size(0, 600_000).default(15_000) }).prefault({}),
+});
+
+export type Config = z.infer<typeof configSchema>;
+export type ConfigInput = z.input<typeof configSchema>;
+
+/** A configuration error; the message names the field. */
+export class ConfigError extends Error {
+  override readonly name = 'ConfigError';
+}
+
+/** Flags and environment variables that set a field, and how their text becomes a value. */
+const overrides: Array<{ flag: string; env: string; path: string[]; parse: (s: string) => unknown }> = [
+  { flag: 'data-dir', env: 'SEALBOX_DATA_DIR', path: ['dataDir'], parse: String },
+  {
+    flag: 'socket',
+    env: 'SEALBOX_SOCKET',
+    path: ['listen', 'socket'],
+    parse: (s) => (s === '' || s === 'none' ? null : s),
+  },
+  { flag: 'tcp', env: 'SEALBOX_TCP', path: ['listen', 'tcp'], parse: parseHostPort },
+  { flag: 'log-level', env: 'SEALBOX_LOG_LEVEL', path: ['log', 'level'], parse: String },
+  { flag: 'pool-mode', env: 'SEALBOX_POOL_MODE', path: ['pool', 'mode'], parse: String },
+  { flag: 'pool-threads', env: 'SEALBOX_POOL_THREADS', path: ['pool', 'threads'], parse: Number },
+];
+
+/** The flags loadConfig understands, for CLI help and parseArgs. */
+export const configFlags = ['config', ...overrides.map((o) => o.flag)];
+
+export interface ConfigSources {
+  /** Parsed flag values by flag name (strings), e.g. from util.parseArgs. */
+  readonly flags?: Readonly<Record<string, string | undefined>>;
+  readonly env?: Readonly<Record<string, string | undefined>>;
+  /** Values the calling command sets before the file (e.g. `sealbox dev` defaults). */
+  readonly base?: ConfigInput;
+}
+
+/** Builds the effective Config from all sources. Throws ConfigError naming the bad field. */
+export function loadConfig(sources: ConfigSources = {}): Config {
+  const env = sources.env ?? {};
+  const flags = sources.flags ?? {};
+  const raw: Record<string, unknown> = structuredClone((sources.base ?? {}) as Record<string, unknown>);
+  const file = flags['config'] ?? env['SEALBOX_CONFIG'];
+  if (file) deepMerge(raw, readConfigFile(file));
+  for (const o of overrides) {
+    const fromEnv = env[o.env];
+    if (fromEnv !== undefined)
+      setPath(raw, o.path, parseOrThrow(o.parse, fromEnv, `environment variable ${o.env}`));
+  }
+  for (const o of overrides) {
+    const fromFlag = flags[o.flag];
+    if (fromFlag !== undefined) setPath(raw, o.path, parseOrThrow(o.parse, fromFlag, `flag --${o.flag}`));
+  }
+  return validateConfig(raw);
+}
+
+/** Validates a raw object against the schema. */
+export function validateConfig(raw: unknown): Config {
+  const result = configSchema.safeParse(raw);
+  if (result.success) return result.data;
+  const lines = result.error.issues.map((issue) => {
+    const path = issue.path.join('.') || '(root)';
+    return `${path}: ${issue.message}`;
+  });
+  throw new ConfigError(`invalid configuration:\n  ${lines.join('\n  ')}`);
+}
+
+function readConfigFile(path: string): Record<string, unknown> {
+  let text: string;
+  try {
+    text = readFileSync(path, 'utf8');
+  } catch (err) {
+    throw new ConfigError(`cannot read config file ${path}: ${(err as Error).message}`);
+  }
+  try {
+    const value = ['.yaml', '.yml'].includes(extname(path)) ? parseYaml(text) : JSON.parse(text);
+    if (value === null || typeof value !== 'object' || Array.isArray(value))
+      throw new Error('top level must be an object');
+    return value as Record<string, unknown>;
+  } catch (err) {
+    throw new ConfigError(
+      `config file ${path} is not valid ${extname(path) === '.json' ? 'JSON' : 'YAML/JSON'}: ${(err as Error).message}`,
+    );
+  }
+}
+
+function parseHostPort(text: string): unknown {
+  if (text === '' || text === 'none') return null;
+  const match = /^(?:\[([^\]]+)\]|([^:]+)):(\d+)$/.exec(text) ?? /^()()(\d+)$/.exec(text);
+  if (!match) throw new Error('expected host:port or port');
+  return { host: match[1] || match[2] || '127.0.0.1', port: Number(match[3]) };
+}
+
+function parseOrThrow(parse: (s: string) => unknown, text: string, where: string): unknown {
+  try {
+    return parse(text);
+  } catch (err) {
+    throw new ConfigError(`${where}: ${(err as Error).message}`);
+  }
+}
+
+function setPath(target: Record<string, unknown>, path: string[], value: unknown): void {
+  let node = target;
+  for (const key of path.slice(0, -1)) {
+    const next = node[key];
+    if (next === null || typeof next !== 'object') node[key] = {};
+    node = node[key] as Record<string, unknown>;
+  }
+  node[path[path.length - 1]!] = value;
+}
+
+function deepMerge(target: Record<string, unknown>, source: Record<string, unknown>): void {
+  for (const [key, value] of Object.entries(source)) {
+    const existing = target[key];
+    if (
+      value &&
+      typeof value === 'object' &&
+      !Array.isArray(value) &&
+      existing &&
+      typeof existing === 'object'
+    ) {
+      deepMerge(existing as Record<string, unknown>, value as Record<string, unknown>);
+    } else {
+      target[key] = value;
+    }
+  }
+}

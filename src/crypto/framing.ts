@@ -1,0 +1,199 @@
+/**
+ * Stream framing: turns bytes that arrive split anywhere into whole-chunk batches. Pure; no I/O.
+ *
+ * The encrypting side cannot know which chunk is final until the input ends, so it always holds back
+ * at least one plaintext byte (the start of what may be the final chunk). The decrypting side likewise
+ * releases a chunk record as non-final only once it has seen at least one byte beyond it.
+ */
+import { ErrorCode, SealboxError } from '../errors';
+import { CHUNK_OVERHEAD } from './chunk';
+import { type Header, MAX_CHUNKS, MAX_HEADER_BYTES, parseHeader } from './format';
+
+/** A contiguous run of whole chunks (plaintext or records), owned by the receiver. */
+export interface Segment {
+  /** Index of the first chunk in `data`. */
+  readonly firstIndex: number;
+  /** True when the segment ends with the message's final chunk. */
+  readonly final: boolean;
+  /** A buffer with its own ArrayBuffer, so it can be transferred to a worker. */
+  readonly data: Buffer;
+}
+
+/** Collects buffers and hands out prefixes as fresh, transferable buffers. */
+class ByteQueue {
+  private pieces: Buffer[] = [];
+  length = 0;
+
+  push(data: Buffer): void {
+    if (data.length === 0) return;
+    this.pieces.push(data);
+    this.length += data.length;
+  }
+
+  /** Removes the first `n` bytes into a new buffer that owns its memory. */
+  take(n: number): Buffer {
+    const out = Buffer.allocUnsafeSlow(n);
+    let filled = 0;
+    while (filled < n) {
+      const head = this.pieces[0]!;
+      const want = n - filled;
+      if (head.length <= want) {
+        out.set(head, filled);
+        filled += head.length;
+        this.pieces.shift();
+      } else {
+        out.set(head.subarray(0, want), filled);
+        filled += want;
+        this.pieces[0] = head.subarray(want);
+      }
+    }
+    this.length -= n;
+    return out;
+  }
+
+  /** The first `n` bytes (or fewer), without consuming them. */
+  peek(n: number): Buffer {
+    const first = this.pieces[0];
+    if (first && first.length >= n) return first.subarray(0, n);
+    return Buffer.concat(this.pieces, Math.min(n, this.length));
+  }
+
+  skip(n: number): void {
+    let left = n;
+    while (left > 0) {
+      const head = this.pieces[0]!;
+      if (head.length <= left) {
+        left -= head.length;
+        this.pieces.shift();
+      } else {
+        this.pieces[0] = head.subarray(left);
+        left = 0;
+      }
+    }
+    this.length -= n;
+  }
+}
+
+/**
+ * Splits plaintext into chunk-aligned segments of at most `maxChunksPerSegment` chunks each.
+ * Invariant: after `push`, fewer than chunkSize + 1 bytes stay buffered, so memory per stream is
+ * bounded by one chunk plus what the caller has not yet consumed.
+ */
+export class PlaintextFramer {
+  private readonly queue = new ByteQueue();
+  private nextIndex = 0;
+  private finished = false;
+
+  constructor(
+    readonly chunkSize: number,
+    private readonly maxChunksPerSegment: number,
+  ) {}
+
+  /** Bytes accepted so far that are not yet in a segment. */
+  get buffered(): number {
+    return this.queue.length;
+  }
+
+  /** Adds plaintext; returns the non-final segments it completed. */
+  push(data: Buffer): Segment[] {
+    if (this.finished) throw new Error('push after finish');
+    this.queue.push(data);
+    const segments: Segment[] = [];
+    // Hold back at least one byte: it may start the final chunk.
+    while (this.queue.length > this.chunkSize) {
+      const whole = Math.floor((this.queue.length - 1) / this.chunkSize);
+      const count = Math.min(whole, this.maxChunksPerSegment);
+      segments.push(this.segment(count * this.chunkSize, count, false));
+    }
+    return segments;
+  }
+
+  /** Ends the message; returns the final segment (1..chunkSize bytes, or 0 for an empty message). */
+  finish(): Segment {
+    this.finished = true;
+    return this.segment(this.queue.length, 1, true);
+  }
+
+  private segment(bytes: number, chunks: number, final: boolean): Segment {
+    if (this.nextIndex + chunks > MAX_CHUNKS) {
+      throw new SealboxError(
+        ErrorCode.LIMIT_EXCEEDED,
+        'message exceeds 2^32 chunks; use a larger chunk size',
+      );
+    }
+    const segment = { firstIndex: this.nextIndex, final, data: this.queue.take(bytes) };
+    this.nextIndex += chunks;
+    return segment;
+  }
+}
+
+/**
+ * Reads a ciphertext split anywhere: first the header, then chunk records in segments.
+ * Nothing is buffered beyond one header (≤ 64 KiB) or one record plus what the caller pushed.
+ */
+export class CiphertextReader {
+  private readonly queue = new ByteQueue();
+  private parsed: Header | undefined;
+  private nextIndex = 0;
+  private recordSize = 0;
+  private maxChunksPerSegment = 1;
+
+  /** `chunksPerSegment` picks the segment size once the header's chunk size is known. */
+  constructor(private readonly chunksPerSegment: (chunkSize: number) => number) {}
+
+  /** The header once it has been read in full. */
+  get header(): Header | undefined {
+    return this.parsed;
+  }
+
+  /** Adds ciphertext; returns the header if it just completed, and the non-final segments now whole. */
+  push(data: Buffer): { header?: Header; segments: Segment[] } {
+    this.queue.push(data);
+    let header: Header | undefined;
+    if (!this.parsed) {
+      header = parseHeader(this.queue.peek(MAX_HEADER_BYTES));
+      if (!header) return { segments: [] };
+      this.queue.skip(header.length);
+      this.parsed = header;
+      this.recordSize = header.chunkSize + CHUNK_OVERHEAD;
+      this.maxChunksPerSegment = Math.max(1, this.chunksPerSegment(header.chunkSize));
+    }
+    const segments: Segment[] = [];
+    while (this.queue.length > this.recordSize) {
+      const whole = Math.floor((this.queue.length - 1) / this.recordSize);
+      const count = Math.min(whole, this.maxChunksPerSegment);
+      segments.push(this.segment(count * this.recordSize, count, false));
+    }
+    return header ? { header, segments } : { segments };
+  }
+
+  /** Ends the input; returns the final segment. Throws CIPHERTEXT_TRUNCATED if the input ended early. */
+  finish(): Segment {
+    if (!this.parsed) {
+      throw new SealboxError(
+        ErrorCode.CIPHERTEXT_TRUNCATED,
+        this.queue.length === 0
+          ? 'ciphertext is empty; expected a sealbox header'
+          : `ciphertext ends inside the header after ${this.queue.length} bytes`,
+      );
+    }
+    if (this.queue.length < CHUNK_OVERHEAD) {
+      throw new SealboxError(
+        ErrorCode.CIPHERTEXT_TRUNCATED,
+        this.nextIndex === 0
+          ? 'ciphertext ends after the header; the chunks are missing'
+          : `ciphertext is truncated after chunk ${this.nextIndex - 1}; the final chunk is missing or cut short`,
+      );
+    }
+    return this.segment(this.queue.length, 1, true);
+  }
+
+  private segment(bytes: number, chunks: number, final: boolean): Segment {
+    if (this.nextIndex + chunks > MAX_CHUNKS) {
+      throw new SealboxError(ErrorCode.CIPHERTEXT_MALFORMED, 'ciphertext has more than 2^32 chunks');
+    }
+    const segment = { firstIndex: this.nextIndex, final, data: this.queue.take(bytes) };
+    this.nextIndex += chunks;
+    return segment;
+  }
+}

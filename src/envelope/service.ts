@@ -1,0 +1,255 @@
+/**
+ * The envelope service: turns requests into headers and chunk batches, and batches into bytes.
+ * Transport-free — server/ adapts it to gRPC calls, owning backpressure and the wire.
+ *
+ * Flow of one encrypted message: keys (DataKeySource: DEK → wrapped DEK + per-message keys) →
+ * header → PlaintextFramer splits input into chunk-aligned segments → ChunkPool seals each segment.
+ * Decryption mirrors it: CiphertextReader → header → keys → verify header and expected context →
+ * ChunkPool opens each segment, releasing plaintext only for chunks whose tags verified.
+ */
+import { randomBytes } from 'node:crypto';
+import type { DataKeySource } from '../cache/data-keys';
+import { checkExpectedContext, type EncryptionContext, encodeContext } from '../crypto/context';
+import {
+  buildHeader,
+  type Header,
+  isValidChunkSize,
+  MAX_CHUNK_SIZE,
+  MESSAGE_ID_BYTES,
+  MIN_CHUNK_SIZE,
+  verifyHeader,
+} from '../crypto/format';
+import { CiphertextReader, PlaintextFramer, type Segment } from '../crypto/framing';
+import { type MessageKeys, zeroMessageKeys } from '../crypto/kdf';
+import { openFailure } from '../crypto/message';
+import { ErrorCode, SealboxError } from '../errors';
+import type { ChunkPool } from '../pool/pool';
+
+export interface EnvelopeOptions {
+  /** Chunk size used when a request does not choose one. */
+  readonly defaultChunkSize: number;
+  /** Largest plaintext (Encrypt) or ciphertext (Decrypt) a unary call accepts. */
+  readonly unaryMaxBytes: number;
+  /** Target bytes per pool task; a segment holds as many whole chunks as fit (at least one). */
+  readonly batchBytes: number;
+}
+
+/** Metadata a caller sees before any data. */
+export interface MessageInfo {
+  readonly keyId: string;
+  readonly context: EncryptionContext;
+}
+
+export class EnvelopeService {
+  constructor(
+    private readonly keys: DataKeySource,
+    private readonly pool: ChunkPool,
+    readonly options: EnvelopeOptions,
+  ) {}
+
+  /** Encrypts a whole message (unary). */
+  async encrypt(
+    alias: string,
+    plaintext: Buffer,
+    context: EncryptionContext,
+    signal?: AbortSignal,
+  ): Promise<{ ciphertext: Buffer; keyId: string }> {
+    if (plaintext.length > this.options.unaryMaxBytes) {
+      throw new SealboxError(
+        ErrorCode.LIMIT_EXCEEDED,
+        `plaintext of ${plaintext.length} bytes exceeds the unary limit of ${this.options.unaryMaxBytes} bytes; use EncryptStream for large data`,
+      );
+    }
+    const session = await this.beginEncrypt(alias, context, 0, signal);
+    try {
+      const segments = [...session.push(plaintext), session.finish()];
+      const body = await Promise.all(segments.map((s) => session.seal(s, signal)));
+      return { ciphertext: Buffer.concat([session.header, ...body]), keyId: session.info.keyId };
+    } finally {
+      session.dispose();
+    }
+  }
+
+  /** Decrypts a whole message (unary). */
+  async decrypt(
+    ciphertext: Buffer,
+    expectedContext: EncryptionContext,
+    signal?: AbortSignal,
+  ): Promise<{ plaintext: Buffer; info: MessageInfo }> {
+    if (ciphertext.length > this.options.unaryMaxBytes + this.unaryOverheadAllowance()) {
+      throw new SealboxError(
+        ErrorCode.LIMIT_EXCEEDED,
+        `ciphertext of ${ciphertext.length} bytes exceeds the unary limit; use DecryptStream for large data`,
+      );
+    }
+    const session = this.beginDecrypt(expectedContext, signal);
+    try {
+      const { info, segments } = await session.push(ciphertext);
+      segments.push(session.finish());
+      const parts = await Promise.all(segments.map((s) => session.open(s, signal)));
+      // `info` is set by the push that completed the header; finish() threw if none did.
+      return { plaintext: Buffer.concat(parts), info: info ?? session.info! };
+    } finally {
+      session.dispose();
+    }
+  }
+
+  /** Starts an encrypted message: resolves the key, derives message keys and builds the header. */
+  async beginEncrypt(
+    alias: string,
+    context: EncryptionContext,
+    chunkSize: number,
+    signal?: AbortSignal,
+  ): Promise<EncryptSession> {
+    if (typeof alias !== 'string' || alias.length === 0) {
+      throw new SealboxError(ErrorCode.INVALID_ARGUMENT, 'key_alias is required: name a configured key');
+    }
+    const size = chunkSize === 0 ? this.options.defaultChunkSize : chunkSize;
+    if (!isValidChunkSize(size)) {
+      throw new SealboxError(
+        ErrorCode.INVALID_ARGUMENT,
+        `chunk_size ${chunkSize} is out of range; use ${MIN_CHUNK_SIZE}..${MAX_CHUNK_SIZE} or 0 for the default`,
+      );
+    }
+    const contextBytes = encodeContext(context);
+    const messageId = randomBytes(MESSAGE_ID_BYTES);
+    const { wrapped, keys } = await this.keys.forEncrypt(alias, messageId, signal);
+    try {
+      const header = buildHeader({ messageId, chunkSize: size, contextBytes, ...wrapped }, keys);
+      return new EncryptSession(
+        this.pool,
+        keys,
+        messageId,
+        header,
+        { keyId: wrapped.keyId, context: { ...context } },
+        new PlaintextFramer(size, this.chunksPerSegment(size)),
+      );
+    } catch (err) {
+      zeroMessageKeys(keys);
+      throw err;
+    }
+  }
+
+  /** Starts decrypting a message whose bytes will be pushed as they arrive. */
+  beginDecrypt(expectedContext: EncryptionContext, signal?: AbortSignal): DecryptSession {
+    return new DecryptSession(
+      this.keys,
+      this.pool,
+      expectedContext,
+      (size) => this.chunksPerSegment(size),
+      signal,
+    );
+  }
+
+  private chunksPerSegment(chunkSize: number): number {
+    return Math.max(1, Math.floor(this.options.batchBytes / chunkSize));
+  }
+
+  /** Header plus per-chunk tags for a unary-sized message at the smallest chunk size. */
+  private unaryOverheadAllowance(): number {
+    return 64 * 1024 + Math.ceil(this.options.unaryMaxBytes / MIN_CHUNK_SIZE) * 16;
+  }
+}
+
+/** One message being encrypted. Call `dispose` when done to zero its keys. */
+export class EncryptSession {
+  constructor(
+    private readonly pool: ChunkPool,
+    private readonly keys: MessageKeys,
+    private readonly messageId: Buffer,
+    /** The complete header; send it before any chunk. */
+    readonly header: Buffer,
+    readonly info: MessageInfo,
+    private readonly framer: PlaintextFramer,
+  ) {}
+
+  /** Accepts plaintext; returns the whole non-final segments it completed, in order. */
+  push(plaintext: Buffer): Segment[] {
+    return this.framer.push(plaintext);
+  }
+
+  /** Ends the plaintext; returns the final segment. */
+  finish(): Segment {
+    return this.framer.finish();
+  }
+
+  /** Seals a segment into chunk records. The segment's buffer is consumed. */
+  seal(segment: Segment, signal?: AbortSignal): Promise<Buffer> {
+    return this.pool.seal(
+      {
+        key: this.keys.encryptionKey,
+        messageId: this.messageId,
+        chunkSize: this.framer.chunkSize,
+        ...segment,
+      },
+      signal,
+    );
+  }
+
+  dispose(): void {
+    zeroMessageKeys(this.keys);
+  }
+}
+
+/** One message being decrypted from bytes that arrive split anywhere. */
+export class DecryptSession {
+  private readonly reader: CiphertextReader;
+  private keys: MessageKeys | undefined;
+  private header: Header | undefined;
+  private disposed = false;
+  /** Set once the header has been read, its key unwrapped and the header verified. */
+  info: MessageInfo | undefined;
+
+  constructor(
+    private readonly dataKeys: DataKeySource,
+    private readonly pool: ChunkPool,
+    private readonly expected: EncryptionContext,
+    chunksPerSegment: (chunkSize: number) => number,
+    private readonly signal?: AbortSignal,
+  ) {
+    this.reader = new CiphertextReader(chunksPerSegment);
+  }
+
+  /**
+   * Accepts ciphertext. When this push completes the header, the header is verified (and the
+   * expected context checked) before it returns `info`; segments are only ever returned after that.
+   */
+  async push(ciphertext: Buffer): Promise<{ info?: MessageInfo; segments: Segment[] }> {
+    const { header, segments } = this.reader.push(ciphertext);
+    if (!header) return { segments };
+    const keys = await this.dataKeys.forDecrypt(header, this.signal);
+    if (this.disposed) {
+      zeroMessageKeys(keys);
+      throw new SealboxError(ErrorCode.CANCELLED, 'call ended while its key was being unwrapped');
+    }
+    this.keys = keys;
+    verifyHeader(header, keys);
+    checkExpectedContext(header.context, this.expected);
+    this.header = header;
+    this.info = { keyId: header.keyId, context: header.context };
+    return { info: this.info, segments };
+  }
+
+  /** Ends the ciphertext; returns the final segment or throws CIPHERTEXT_TRUNCATED. */
+  finish(): Segment {
+    return this.reader.finish();
+  }
+
+  /** Opens a segment; rejects with CIPHERTEXT_CORRUPT/TRUNCATED naming the chunk that failed. */
+  async open(segment: Segment, signal?: AbortSignal): Promise<Buffer> {
+    const header = this.header;
+    const keys = this.keys;
+    if (!header || !keys) throw new Error('open before the header was verified');
+    const result = await this.pool.open(
+      { key: keys.encryptionKey, messageId: header.messageId, chunkSize: header.chunkSize, ...segment },
+      signal,
+    );
+    if (result.ok) return result.plaintext;
+    throw openFailure(result.failedIndex, result.truncated);
+  }
+
+  dispose(): void {
+    this.disposed = true;
+    if (this.keys) zeroMessageKeys(this.keys);
+  }
+}

@@ -1,0 +1,81 @@
+/**
+ * Wiring and shutdown only: config → KEK providers → data keys → pool → envelope service → server.
+ */
+import { UncachedDataKeys } from './cache/data-keys';
+import type { Config } from './config/config';
+import { EnvelopeService } from './envelope/service';
+import { LocalKekProvider } from './kek/local';
+import type { KekProvider } from './kek/provider';
+import { KekRegistry } from './kek/registry';
+import { createLogger, type Logger } from './log/logger';
+import { ByteBudget } from './pool/budget';
+import { ChunkPool } from './pool/pool';
+import { type RunningServer, startServer } from './server/server';
+
+export interface Sealbox {
+  readonly server: RunningServer;
+  readonly log: Logger;
+  /** Drains calls (up to the configured grace), then releases the pool and zeroes key material. */
+  close(): Promise<void>;
+}
+
+export function buildProviders(config: Config): KekRegistry {
+  const byAlias = new Map<string, KekProvider>();
+  for (const [alias, key] of Object.entries(config.keys)) {
+    byAlias.set(alias, LocalKekProvider.fromFile(key.file));
+  }
+  return new KekRegistry(byAlias);
+}
+
+/** Starts sealbox from a validated config. */
+export async function startSealbox(
+  config: Config,
+  log: Logger = createLogger(config.log.level),
+): Promise<Sealbox> {
+  const registry = buildProviders(config);
+  const pool = new ChunkPool(config.pool);
+  const service = new EnvelopeService(new UncachedDataKeys(registry), pool, config.envelope);
+  const budget = new ByteBudget(config.stream.maxInFlightBytes);
+  let server: RunningServer;
+  try {
+    server = await startServer(config, { service, budget, limits: config.stream, log }, log);
+  } catch (err) {
+    await pool.close();
+    await registry.close();
+    throw err;
+  }
+  log.info(
+    { addresses: server.addresses, keys: registry.aliases(), pool: config.pool.mode },
+    'sealbox listening',
+  );
+  let closing: Promise<void> | undefined;
+  return {
+    server,
+    log,
+    close() {
+      closing ??= (async () => {
+        await server.stop(config.shutdown.graceMs);
+        await pool.close();
+        await registry.close();
+        log.info('sealbox stopped');
+      })();
+      return closing;
+    },
+  };
+}
+
+/** Closes sealbox on SIGTERM/SIGINT and exits 0 once drained (1 if draining failed). */
+export function installShutdown(sealbox: Sealbox): void {
+  const onSignal = (signal: string) => {
+    sealbox.log.info({ signal }, 'shutting down: draining calls');
+    sealbox.close().then(
+      () => process.exit(0),
+      (err) => {
+        sealbox.log.error({ err }, 'shutdown failed');
+        process.exit(1);
+      },
+    );
+  };
+  process.once('SIGTERM', onSignal);
+  process.once('SIGINT', onSignal);
+}

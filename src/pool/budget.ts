@@ -1,0 +1,62 @@
+/**
+ * A counting limit on bytes in flight, shared by every call. Waiters are served in arrival order,
+ * so one large stream cannot starve others indefinitely.
+ */
+export class ByteBudget {
+  private available: number;
+  private readonly waiters: Array<{ bytes: number; resolve: () => void; reject: (e: unknown) => void }> = [];
+
+  constructor(readonly capacity: number) {
+    this.available = capacity;
+  }
+
+  /** Bytes currently held by callers. */
+  get inUse(): number {
+    return this.capacity - this.available;
+  }
+
+  /**
+   * Waits until `bytes` fit, then holds them. A request larger than the whole capacity is clamped to
+   * it, so it waits for an idle budget rather than forever.
+   */
+  acquire(bytes: number, signal?: AbortSignal): Promise<number> {
+    const want = Math.min(bytes, this.capacity);
+    if (this.waiters.length === 0 && want <= this.available) {
+      this.available -= want;
+      return Promise.resolve(want);
+    }
+    return new Promise<number>((resolve, reject) => {
+      const waiter = {
+        bytes: want,
+        resolve: () => {
+          signal?.removeEventListener('abort', onAbort);
+          resolve(want);
+        },
+        reject,
+      };
+      const onAbort = () => {
+        const i = this.waiters.indexOf(waiter);
+        if (i >= 0) this.waiters.splice(i, 1);
+        reject(signal?.reason);
+        this.wake();
+      };
+      if (signal?.aborted) return reject(signal.reason);
+      signal?.addEventListener('abort', onAbort, { once: true });
+      this.waiters.push(waiter);
+    });
+  }
+
+  /** Returns bytes obtained from `acquire` (pass its resolved value). */
+  release(held: number): void {
+    this.available += held;
+    this.wake();
+  }
+
+  private wake(): void {
+    while (this.waiters.length > 0 && this.waiters[0]!.bytes <= this.available) {
+      const next = this.waiters.shift()!;
+      this.available -= next.bytes;
+      next.resolve();
+    }
+  }
+}

@@ -1,0 +1,119 @@
+/**
+ * The gRPC server: Envelope and grpc.health.v1 on a Unix socket (mode 0600 by default) and, if
+ * configured, a TCP listener (loopback by default).
+ */
+import { chmodSync, lstatSync, mkdirSync, unlinkSync } from 'node:fs';
+import { connect } from 'node:net';
+import { dirname } from 'node:path';
+import { Server, ServerCredentials } from '@grpc/grpc-js';
+import { HealthImplementation } from 'grpc-health-check';
+import { loadApi } from '../api/proto';
+import type { Config } from '../config/config';
+import type { Logger } from '../log/logger';
+import { type EnvelopeDeps, envelopeHandlers } from './envelope';
+
+/** Health service names sealbox reports: the whole server ("") and the Envelope service. */
+export const HEALTH_SERVICES = ['', 'sealbox.v1.Envelope'] as const;
+
+export interface RunningServer {
+  /** Where the server listens, for logs and clients: "unix:/path", "127.0.0.1:port". */
+  readonly addresses: string[];
+  readonly health: HealthImplementation;
+  /** Stops accepting calls, lets in-flight calls finish for up to `graceMs`, then cancels the rest. */
+  stop(graceMs: number): Promise<void>;
+}
+
+export async function startServer(config: Config, deps: EnvelopeDeps, log: Logger): Promise<RunningServer> {
+  const server = new Server({
+    'grpc.max_receive_message_length': config.stream.maxMessageBytes,
+    'grpc.max_send_message_length': -1,
+  });
+  server.addService(loadApi().sealbox.sealbox.v1.Envelope.service, envelopeHandlers(deps));
+  const health = new HealthImplementation(Object.fromEntries(HEALTH_SERVICES.map((s) => [s, 'NOT_SERVING'])));
+  health.addToServer(server);
+
+  const addresses: string[] = [];
+  const socket = config.listen.socket;
+  if (socket) {
+    await prepareSocketPath(socket);
+    // The umask makes the socket file 0600 from the moment it exists; chmod then applies the
+    // configured mode. No other file is created while the umask is narrowed (startup only).
+    const previous = process.umask(0o177);
+    try {
+      await bind(server, `unix:${socket}`, ServerCredentials.createInsecure());
+    } finally {
+      process.umask(previous);
+    }
+    chmodSync(socket, config.listen.socketMode);
+    addresses.push(`unix:${socket}`);
+  }
+  if (config.listen.tcp) {
+    const { host, port } = config.listen.tcp;
+    const target = host.includes(':') ? `[${host}]:${port}` : `${host}:${port}`;
+    const bound = await bind(server, target, ServerCredentials.createInsecure());
+    addresses.push(host.includes(':') ? `[${host}]:${bound}` : `${host}:${bound}`);
+  }
+  for (const s of HEALTH_SERVICES) health.setStatus(s, 'SERVING');
+
+  return {
+    addresses,
+    health,
+    async stop(graceMs: number) {
+      for (const s of HEALTH_SERVICES) health.setStatus(s, 'NOT_SERVING');
+      await new Promise<void>((resolve) => {
+        const timer = setTimeout(() => {
+          log.warn({ graceMs }, 'shutdown grace period over; cancelling remaining calls');
+          server.forceShutdown();
+          resolve();
+        }, graceMs);
+        server.tryShutdown(() => {
+          clearTimeout(timer);
+          resolve();
+        });
+      });
+      if (socket) {
+        try {
+          unlinkSync(socket);
+        } catch {
+          // Already gone: nothing to clean up.
+        }
+      }
+    },
+  };
+}
+
+function bind(server: Server, target: string, credentials: ServerCredentials): Promise<number> {
+  return new Promise((resolve, reject) => {
+    server.bindAsync(target, credentials, (err, port) => (err ? reject(err) : resolve(port)));
+  });
+}
+
+/**
+ * Creates the socket's directory if needed and removes a stale socket file left by a crashed
+ * process. Refuses to start if another process is listening there.
+ */
+async function prepareSocketPath(path: string): Promise<void> {
+  mkdirSync(dirname(path), { recursive: true, mode: 0o700 });
+  let isSocket = false;
+  try {
+    const stat = lstatSync(path);
+    if (!stat.isSocket()) {
+      throw new Error(`${path} exists and is not a socket; choose another listen.socket or remove the file`);
+    }
+    isSocket = true;
+  } catch (err) {
+    if ((err as NodeJS.ErrnoException).code !== 'ENOENT') throw err;
+  }
+  if (!isSocket) return;
+  const alive = await new Promise<boolean>((resolve) => {
+    const probe = connect(path);
+    probe.once('connect', () => {
+      probe.destroy();
+      resolve(true);
+    });
+    probe.once('error', () => resolve(false));
+  });
+  if (alive)
+    throw new Error(`another process is listening on ${path}; stop it or choose another listen.socket`);
+  unlinkSync(path);
+}

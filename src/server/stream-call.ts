@@ -1,0 +1,172 @@
+/**
+ * The life of one streaming call: cancellation, ordered output with backpressure, and a single
+ * place where the call ends (OK or error) and its resources are released.
+ *
+ * Backpressure, end to end: a stream reads its next message only after it could submit the previous
+ * one's work, and it can submit only while it has fewer than `maxInFlight` segments outstanding and
+ * the shared ByteBudget has room. Segments are written strictly in order, each write waiting for
+ * 'drain' when grpc-js's buffer is full. So a client that stops reading stalls its own stream (and
+ * HTTP/2 flow control stalls its writer) instead of growing server memory.
+ */
+import { once } from 'node:events';
+import type { ServerDuplexStream } from '@grpc/grpc-js';
+import { ErrorCode, SealboxError } from '../errors';
+import type { Logger } from '../log/logger';
+import type { ByteBudget } from '../pool/budget';
+import { toServiceError } from './status';
+
+export interface StreamLimits {
+  readonly maxInFlightSegments: number;
+  /** Output data is split into messages of at most this many bytes. */
+  readonly writeMessageBytes: number;
+}
+
+type DataResponse = { data?: unknown };
+
+export class StreamCall<Req, Res extends DataResponse> {
+  private readonly abort = new AbortController();
+  private readonly pending: Array<{ result: Promise<Res | Buffer>; held: number }> = [];
+  private readonly slotWaiters: Array<() => void> = [];
+  private readonly disposers: Array<() => void> = [];
+  private pumping: Promise<void> | undefined;
+  private failure: unknown;
+  private ended = false;
+  private resolveStopped!: () => void;
+  /** Resolves when the call has ended for any reason. */
+  readonly stopped = new Promise<void>((resolve) => {
+    this.resolveStopped = resolve;
+  });
+
+  constructor(
+    private readonly call: ServerDuplexStream<Req, Res>,
+    private readonly budget: ByteBudget,
+    private readonly limits: StreamLimits,
+    private readonly log: Logger,
+    private readonly method: string,
+  ) {
+    call.on('cancelled', () => {
+      this.finishWith(
+        new SealboxError(ErrorCode.CANCELLED, 'call cancelled by the client or its deadline'),
+        false,
+      );
+    });
+  }
+
+  /** Aborts pool tasks, budget waits and writes when the call ends. */
+  get signal(): AbortSignal {
+    return this.abort.signal;
+  }
+
+  /** Runs `fn` once when the call ends, however it ends (zeroes keys). */
+  onEnd(fn: () => void): void {
+    if (this.ended) fn();
+    else this.disposers.push(fn);
+  }
+
+  /** Incoming messages, ending early (without destroying the call) if the call stops. */
+  async *messages(): AsyncGenerator<Req> {
+    const iterator = this.call.iterator({ destroyOnReturn: false })[Symbol.asyncIterator]();
+    const stopped = this.stopped.then(() => ({ done: true as const, value: undefined }));
+    while (!this.ended) {
+      const next = await Promise.race([iterator.next(), stopped]);
+      if (next.done) return;
+      yield next.value as Req;
+    }
+  }
+
+  /** Queues a message that needs no work (metadata, header bytes). */
+  send(response: Res | Buffer): Promise<void> {
+    return this.submit(0, () => Promise.resolve(response));
+  }
+
+  /**
+   * Starts `work` once the stream has a free slot and the shared budget holds `bytes`; its result is
+   * written after everything submitted before it. Throws if the call has already failed.
+   */
+  async submit(bytes: number, work: () => Promise<Res | Buffer>): Promise<void> {
+    this.throwIfStopped();
+    while (this.pending.length >= this.limits.maxInFlightSegments) {
+      await new Promise<void>((resolve) => this.slotWaiters.push(resolve));
+      this.throwIfStopped();
+    }
+    const held = bytes > 0 ? await this.budget.acquire(bytes, this.signal) : 0;
+    if (this.ended) {
+      this.budget.release(held);
+      this.throwIfStopped();
+    }
+    let result: Promise<Res | Buffer>;
+    try {
+      result = work();
+    } catch (err) {
+      this.budget.release(held);
+      throw err;
+    }
+    result.catch(() => {}); // observed by the pump, in order
+    this.pending.push({ result, held });
+    this.pumping ??= this.pump().finally(() => {
+      this.pumping = undefined;
+    });
+  }
+
+  /** Waits until every submitted result is written, then ends the call with OK. */
+  async complete(): Promise<void> {
+    while (this.pumping) await this.pumping;
+    this.throwIfStopped();
+    this.finishWith(undefined, true);
+  }
+
+  /** Ends the call with `err` (after already-verified output is flushed). Idempotent. */
+  fail(err: unknown): void {
+    this.finishWith(err, true);
+  }
+
+  private async pump(): Promise<void> {
+    while (this.pending.length > 0 && !this.ended) {
+      const head = this.pending[0]!;
+      try {
+        await this.write(await head.result);
+      } catch (err) {
+        this.finishWith(err, true);
+      } finally {
+        // finishWith() may already have cleared the queue and released everything.
+        if (this.pending[0] === head) {
+          this.pending.shift();
+          this.budget.release(head.held);
+        }
+        this.slotWaiters.shift()?.();
+      }
+    }
+  }
+
+  private async write(value: Res | Buffer): Promise<void> {
+    if (!Buffer.isBuffer(value)) return this.writeOne(value);
+    const step = this.limits.writeMessageBytes;
+    for (let at = 0; at < value.length; at += step) {
+      await this.writeOne({ data: value.subarray(at, at + step) } as Res);
+    }
+  }
+
+  private async writeOne(message: Res): Promise<void> {
+    if (this.ended) return;
+    if (!this.call.write(message)) await once(this.call, 'drain', { signal: this.signal });
+  }
+
+  private throwIfStopped(): void {
+    if (this.ended) throw this.failure ?? new SealboxError(ErrorCode.CANCELLED, 'call has ended');
+  }
+
+  private finishWith(err: unknown, sendStatus: boolean): void {
+    if (this.ended) return;
+    this.ended = true;
+    this.failure = err;
+    if (err !== undefined) this.abort.abort(err);
+    for (const fn of this.disposers.splice(0)) fn();
+    for (const pending of this.pending.splice(0)) this.budget.release(pending.held);
+    for (const wake of this.slotWaiters.splice(0)) wake();
+    if (sendStatus) {
+      if (err === undefined) this.call.end();
+      else this.call.emit('error', toServiceError(err, this.log, this.method));
+    }
+    this.resolveStopped();
+  }
+}
