@@ -4,6 +4,7 @@
  * pair of (writable input, readable output), so `pipeline(file, enc.input)`/`pipeline(enc.output, …)`
  * get backpressure from gRPC flow control.
  */
+import { Duplex } from 'node:stream';
 import { type ChannelOptions, credentials, Metadata, type ServiceError } from '@grpc/grpc-js';
 import { type EnvelopeClient, loadApi } from '../api/proto';
 import type { DecryptStreamResponse__Output } from '../gen/sealbox/v1/DecryptStreamResponse';
@@ -90,7 +91,7 @@ export async function decryptStream(
   return collected;
 }
 
-type Duplex = {
+type CallLike = {
   write(message: unknown): boolean;
   end(): void;
   once(event: string, fn: (...args: unknown[]) => void): unknown;
@@ -99,7 +100,7 @@ type Duplex = {
 };
 
 async function writeAll(
-  call: Duplex,
+  call: CallLike,
   first: unknown[],
   pieces: Iterable<Uint8Array> | AsyncIterable<Uint8Array>,
 ): Promise<void> {
@@ -127,7 +128,7 @@ async function writeAll(
   call.end();
 }
 
-function collect(call: Duplex): Promise<StreamResult> {
+function collect(call: CallLike): Promise<StreamResult> {
   return new Promise((resolve, reject) => {
     const parts: Buffer[] = [];
     let keyId = '';
@@ -143,4 +144,76 @@ function collect(call: Duplex): Promise<StreamResult> {
     call.on('error', (err: Error) => Object.assign(err, { received: Buffer.concat(parts) }) && reject(err));
     call.on('end', () => resolve({ keyId, context, data: Buffer.concat(parts) }));
   });
+}
+
+/** Options for the Node stream adapters. */
+export interface StreamOptions {
+  readonly context?: Context;
+  readonly chunkSize?: number;
+  /** DecryptStream: pairs the ciphertext's context must contain. */
+  readonly expectedContext?: Context;
+}
+
+type BidiCall = {
+  write(message: unknown, cb?: (err?: Error | null) => void): boolean;
+  end(): void;
+  cancel(): void;
+  on(event: string, fn: (...args: never[]) => void): unknown;
+  pause(): void;
+  resume(): void;
+};
+
+/**
+ * A Duplex over one EncryptStream or DecryptStream call: write plaintext (or ciphertext), read the
+ * other side. Emits 'metadata' ({keyId, context}) before the first data. Backpressure flows both
+ * ways: writes wait for gRPC's buffer to drain, and the call is paused while the reader is behind.
+ */
+export class EnvelopeDuplex extends Duplex {
+  constructor(private readonly call: BidiCall) {
+    super();
+    call.on('data', (message: EncryptStreamResponse__Output | DecryptStreamResponse__Output) => {
+      if (message.metadata)
+        this.emit('metadata', { keyId: message.metadata.keyId, context: message.metadata.context });
+      else if (message.data && !this.push(message.data)) call.pause();
+    });
+    call.on('end', () => this.push(null));
+    call.on('error', (err: Error) => this.destroy(err));
+  }
+
+  override _read(): void {
+    this.call.resume();
+  }
+
+  override _write(chunk: Buffer, _encoding: BufferEncoding, callback: (error?: Error | null) => void): void {
+    if (this.call.write({ data: chunk })) callback();
+    else (this.call as unknown as Duplex).once('drain', () => callback());
+  }
+
+  override _final(callback: (error?: Error | null) => void): void {
+    this.call.end();
+    callback();
+  }
+
+  override _destroy(err: Error | null, callback: (error?: Error | null) => void): void {
+    if (err) this.call.cancel();
+    callback(err);
+  }
+}
+
+/** Opens an EncryptStream call as a Duplex: plaintext in, ciphertext out. */
+export function createEncryptStream(
+  client: EnvelopeClient,
+  keyAlias: string,
+  options: StreamOptions = {},
+): EnvelopeDuplex {
+  const call = client.EncryptStream();
+  call.write({ init: { keyAlias, context: options.context ?? {}, chunkSize: options.chunkSize ?? 0 } });
+  return new EnvelopeDuplex(call as unknown as BidiCall);
+}
+
+/** Opens a DecryptStream call as a Duplex: ciphertext in, verified plaintext out. */
+export function createDecryptStream(client: EnvelopeClient, options: StreamOptions = {}): EnvelopeDuplex {
+  const call = client.DecryptStream();
+  if (options.expectedContext) call.write({ init: { expectedContext: options.expectedContext } });
+  return new EnvelopeDuplex(call as unknown as BidiCall);
 }
