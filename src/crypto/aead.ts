@@ -25,6 +25,7 @@ export function gcmSealInto(
 ): number {
   if (key.length !== KEY_BYTES) throw new RangeError(`AES-256-GCM key must be ${KEY_BYTES} bytes`);
   if (nonce.length !== NONCE_BYTES) throw new RangeError(`AES-GCM nonce must be ${NONCE_BYTES} bytes`);
+  if (offset + plaintext.length + TAG_BYTES > out.length) throw new RangeError('output buffer too small for the ciphertext');
   const cipher = createCipheriv('aes-256-gcm', key, nonce, { authTagLength: TAG_BYTES });
   cipher.setAAD(aad);
   let at = offset;
@@ -66,6 +67,8 @@ export function gcmOpenInto(
   if (nonce.length !== NONCE_BYTES) throw new RangeError(`AES-GCM nonce must be ${NONCE_BYTES} bytes`);
   if (sealed.length < TAG_BYTES) return -1;
   const bodyLength = sealed.length - TAG_BYTES;
+  // Checked up front so a short buffer can never leave unverified plaintext half-written.
+  if (offset + bodyLength > out.length) throw new RangeError('output buffer too small for the plaintext');
   const decipher = createDecipheriv('aes-256-gcm', key, nonce, { authTagLength: TAG_BYTES });
   decipher.setAAD(aad);
   decipher.setAuthTag(sealed.subarray(bodyLength));

@@ -25,7 +25,10 @@ export function aesKeyWrap(kek: Uint8Array, keyData: Uint8Array): Buffer {
   return Buffer.concat([cipher.update(keyData), cipher.final()]);
 }
 
-/** AES key unwrap (RFC 3394). Returns undefined when the integrity check fails. */
+/**
+ * AES key unwrap (RFC 3394). Returns undefined when the integrity check fails or the input length is
+ * impossible; throws RangeError for a KEK that is not 16, 24 or 32 bytes (a configuration bug).
+ */
 export function aesKeyUnwrap(kek: Uint8Array, wrapped: Uint8Array): Buffer | undefined {
   if (wrapped.length < 24 || wrapped.length % 8 !== 0) return undefined;
   const decipher = createDecipheriv(cipherName(kek), kek, DEFAULT_IV);

@@ -1,0 +1,75 @@
+import assert from 'node:assert/strict';
+import { mkdtempSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { test } from 'node:test';
+import { ConfigError, loadConfig, validateConfig } from '../../../src/config/config';
+
+const dir = mkdtempSync(join(tmpdir(), 'sealbox-config-'));
+
+test('defaults: Unix socket 0600, no TCP, 64 KiB chunks, 4 MiB unary limit, workers pool', () => {
+  const config = loadConfig();
+  assert.equal(config.listen.socket, '/run/sealbox/sealbox.sock');
+  assert.equal(config.listen.socketMode, 0o600);
+  assert.equal(config.listen.tcp, null);
+  assert.equal(config.envelope.defaultChunkSize, 65536);
+  assert.equal(config.envelope.unaryMaxBytes, 4 * 1024 * 1024);
+  assert.equal(config.pool.mode, 'workers');
+  assert.ok(config.pool.threads >= 1);
+});
+
+test('precedence: defaults < file < environment < flags', () => {
+  const file = join(dir, 'precedence.yaml');
+  writeFileSync(file, 'listen:\n  socket: /from/file.sock\nlog:\n  level: debug\npool:\n  mode: inline\n');
+  const config = loadConfig({
+    flags: { config: file, 'log-level': 'error' },
+    env: { SEALBOX_LOG_LEVEL: 'warn', SEALBOX_SOCKET: '/from/env.sock' },
+  });
+  assert.equal(config.listen.socket, '/from/env.sock');
+  assert.equal(config.log.level, 'error');
+  assert.equal(config.pool.mode, 'inline');
+});
+
+test('SEALBOX_CONFIG names the file when no flag does; JSON files work too', () => {
+  const file = join(dir, 'c.json');
+  writeFileSync(file, JSON.stringify({ envelope: { defaultChunkSize: 8192 } }));
+  assert.equal(loadConfig({ env: { SEALBOX_CONFIG: file } }).envelope.defaultChunkSize, 8192);
+});
+
+test('TCP listener parsing: host:port, [v6]:port, bare port, none', () => {
+  assert.deepEqual(loadConfig({ flags: { tcp: '127.0.0.1:7000' } }).listen.tcp, { host: '127.0.0.1', port: 7000 });
+  assert.deepEqual(loadConfig({ flags: { tcp: '[::1]:7001' } }).listen.tcp, { host: '::1', port: 7001 });
+  assert.deepEqual(loadConfig({ flags: { tcp: '7002' } }).listen.tcp, { host: '127.0.0.1', port: 7002 });
+  assert.equal(loadConfig({ flags: { tcp: 'none' } }).listen.tcp, null);
+});
+
+const bad: Array<[string, unknown, RegExp]> = [
+  ['chunk size below the format minimum', { envelope: { defaultChunkSize: 100 } }, /envelope\.defaultChunkSize/],
+  ['chunk size above the format maximum', { envelope: { defaultChunkSize: 8 * 1024 * 1024 } }, /envelope\.defaultChunkSize/],
+  ['unknown pool mode', { pool: { mode: 'gpu' } }, /pool\.mode.*(workers|inline)/s],
+  ['zero threads', { pool: { threads: 0 } }, /pool\.threads/],
+  ['no listener at all', { listen: { socket: null, tcp: null } }, /listen needs a socket or a tcp listener/],
+  ['port out of range', { listen: { tcp: { port: 70000 } } }, /listen\.tcp\.port/],
+  ['bad log level', { log: { level: 'loud' } }, /log\.level/],
+  ['alias with a slash', { keys: { 'a/b': { provider: 'local', file: 'x' } } }, /keys/],
+  ['key without a provider', { keys: { a: { file: 'x' } } }, /keys\.a\.provider/],
+  ['string where a number belongs', { stream: { maxInFlightSegments: 'four' } }, /stream\.maxInFlightSegments/],
+];
+
+for (const [name, raw, message] of bad) {
+  test(`rejected with the field named: ${name}`, () => {
+    assert.throws(
+      () => validateConfig(raw),
+      (err: unknown) => err instanceof ConfigError && message.test(err.message),
+    );
+  });
+}
+
+test('bad flag values and unreadable files are ConfigErrors that say where', () => {
+  assert.throws(() => loadConfig({ flags: { tcp: 'localhost' } }), /flag --tcp: expected host:port/);
+  assert.throws(() => loadConfig({ env: { SEALBOX_TCP: 'x:y' } }), /environment variable SEALBOX_TCP/);
+  assert.throws(() => loadConfig({ flags: { config: join(dir, 'missing.yaml') } }), /cannot read config file/);
+  const broken = join(dir, 'broken.json');
+  writeFileSync(broken, '{ not json');
+  assert.throws(() => loadConfig({ flags: { config: broken } }), /is not valid JSON/);
+});
