@@ -25,7 +25,8 @@ export function gcmSealInto(
 ): number {
   if (key.length !== KEY_BYTES) throw new RangeError(`AES-256-GCM key must be ${KEY_BYTES} bytes`);
   if (nonce.length !== NONCE_BYTES) throw new RangeError(`AES-GCM nonce must be ${NONCE_BYTES} bytes`);
-  if (offset + plaintext.length + TAG_BYTES > out.length) throw new RangeError('output buffer too small for the ciphertext');
+  if (offset + plaintext.length + TAG_BYTES > out.length)
+    throw new RangeError('output buffer too small for the ciphertext');
   const cipher = createCipheriv('aes-256-gcm', key, nonce, { authTagLength: TAG_BYTES });
   cipher.setAAD(aad);
   let at = offset;

@@ -7,7 +7,7 @@ import { readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { after, before, test } from 'node:test';
 import { decrypt, decryptStream } from '../../src/client/client';
-import { startTestSealbox, splitAt, type TestSealbox } from '../helpers/harness';
+import { splitAt, startTestSealbox, type TestSealbox } from '../helpers/harness';
 import { VECTORS_DIR } from '../helpers/paths';
 
 const file = JSON.parse(readFileSync(join(VECTORS_DIR, 'sealbox-v1.json'), 'utf8')) as {
@@ -23,7 +23,10 @@ before(async () => {
   const [name, version] = file.keyId.replace(/^local:/, '').split('/');
   writeFileSync(
     keyFile,
-    JSON.stringify({ name, versions: [{ version, key: Buffer.from(file.kek, 'hex').toString('base64'), enabled: true }] }),
+    JSON.stringify({
+      name,
+      versions: [{ version, key: Buffer.from(file.kek, 'hex').toString('base64'), enabled: true }],
+    }),
     { mode: 0o600 },
   );
   box = await startTestSealbox({ keys: { vectors: { provider: 'local', file: keyFile } } });

@@ -37,15 +37,26 @@ test('SEALBOX_CONFIG names the file when no flag does; JSON files work too', () 
 });
 
 test('TCP listener parsing: host:port, [v6]:port, bare port, none', () => {
-  assert.deepEqual(loadConfig({ flags: { tcp: '127.0.0.1:7000' } }).listen.tcp, { host: '127.0.0.1', port: 7000 });
+  assert.deepEqual(loadConfig({ flags: { tcp: '127.0.0.1:7000' } }).listen.tcp, {
+    host: '127.0.0.1',
+    port: 7000,
+  });
   assert.deepEqual(loadConfig({ flags: { tcp: '[::1]:7001' } }).listen.tcp, { host: '::1', port: 7001 });
   assert.deepEqual(loadConfig({ flags: { tcp: '7002' } }).listen.tcp, { host: '127.0.0.1', port: 7002 });
   assert.equal(loadConfig({ flags: { tcp: 'none' } }).listen.tcp, null);
 });
 
 const bad: Array<[string, unknown, RegExp]> = [
-  ['chunk size below the format minimum', { envelope: { defaultChunkSize: 100 } }, /envelope\.defaultChunkSize/],
-  ['chunk size above the format maximum', { envelope: { defaultChunkSize: 8 * 1024 * 1024 } }, /envelope\.defaultChunkSize/],
+  [
+    'chunk size below the format minimum',
+    { envelope: { defaultChunkSize: 100 } },
+    /envelope\.defaultChunkSize/,
+  ],
+  [
+    'chunk size above the format maximum',
+    { envelope: { defaultChunkSize: 8 * 1024 * 1024 } },
+    /envelope\.defaultChunkSize/,
+  ],
   ['unknown pool mode', { pool: { mode: 'gpu' } }, /pool\.mode.*(workers|inline)/s],
   ['zero threads', { pool: { threads: 0 } }, /pool\.threads/],
   ['no listener at all', { listen: { socket: null, tcp: null } }, /listen needs a socket or a tcp listener/],
@@ -53,7 +64,11 @@ const bad: Array<[string, unknown, RegExp]> = [
   ['bad log level', { log: { level: 'loud' } }, /log\.level/],
   ['alias with a slash', { keys: { 'a/b': { provider: 'local', file: 'x' } } }, /keys/],
   ['key without a provider', { keys: { a: { file: 'x' } } }, /keys\.a\.provider/],
-  ['string where a number belongs', { stream: { maxInFlightSegments: 'four' } }, /stream\.maxInFlightSegments/],
+  [
+    'string where a number belongs',
+    { stream: { maxInFlightSegments: 'four' } },
+    /stream\.maxInFlightSegments/,
+  ],
 ];
 
 for (const [name, raw, message] of bad) {
@@ -68,7 +83,10 @@ for (const [name, raw, message] of bad) {
 test('bad flag values and unreadable files are ConfigErrors that say where', () => {
   assert.throws(() => loadConfig({ flags: { tcp: 'localhost' } }), /flag --tcp: expected host:port/);
   assert.throws(() => loadConfig({ env: { SEALBOX_TCP: 'x:y' } }), /environment variable SEALBOX_TCP/);
-  assert.throws(() => loadConfig({ flags: { config: join(dir, 'missing.yaml') } }), /cannot read config file/);
+  assert.throws(
+    () => loadConfig({ flags: { config: join(dir, 'missing.yaml') } }),
+    /cannot read config file/,
+  );
   const broken = join(dir, 'broken.json');
   writeFileSync(broken, '{ not json');
   assert.throws(() => loadConfig({ flags: { config: broken } }), /is not valid JSON/);
