@@ -9,6 +9,7 @@ import { randomBytes } from 'node:crypto';
 import type { Header } from '../crypto/format';
 import { deriveMessageKeys, type MessageKeys } from '../crypto/kdf';
 import type { WrappedKey } from '../crypto/message';
+import { ErrorCode, SealboxError } from '../errors';
 import type { KekRegistry } from '../kek/registry';
 
 /** AES-256 data keys. */
@@ -48,6 +49,12 @@ export class UncachedDataKeys implements DataKeySource {
     const provider = this.registry.forKeyId(header.keyId);
     const dek = await provider.unwrap(header.keyId, header.wrapAlgorithm, header.wrappedDek, signal);
     try {
+      if (dek.length !== DEK_BYTES) {
+        throw new SealboxError(
+          ErrorCode.CIPHERTEXT_CORRUPT,
+          `the wrapped data key unwrapped to ${dek.length} bytes, not ${DEK_BYTES}: the header was modified`,
+        );
+      }
       return deriveMessageKeys(dek, header.messageId);
     } finally {
       dek.fill(0);

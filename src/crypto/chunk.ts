@@ -119,14 +119,18 @@ export function openChunks(batch: ChunkBatch): OpenResult {
     const end = isFinal ? data.length : read + recordSize;
     const index = batch.firstIndex + i;
     const record = data.subarray(read, end);
-    const next = gcmOpenInto(
-      batch.key,
-      chunkNonce(index, isFinal),
-      chunkAad(batch.messageId, index, isFinal),
-      record,
-      out,
-      written,
-    );
+    // Canonical form: an empty final chunk only ever stands alone (the empty message).
+    const next =
+      isFinal && index > 0 && record.length === CHUNK_OVERHEAD
+        ? -1
+        : gcmOpenInto(
+            batch.key,
+            chunkNonce(index, isFinal),
+            chunkAad(batch.messageId, index, isFinal),
+            record,
+            out,
+            written,
+          );
     if (next < 0) {
       out.fill(0, 0, written);
       // A final record shorter than a tag, or a full record that verifies as non-final, means the
