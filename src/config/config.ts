@@ -59,8 +59,14 @@ export const configSchema = z.object({
       maxInFlightBytes: size(1 * MiB, 4096 * MiB).default(128 * MiB),
       /** Largest gRPC message the server accepts (unary requests and stream messages). */
       maxMessageBytes: size(64 * KiB, 256 * MiB).default(8 * MiB),
+      /**
+       * HTTP/2 flow-control window the server advertises (per stream and per connection); 0 keeps
+       * grpc-js's 64 KiB. Capped at 128 KiB: larger windows stalled Node-to-Node HTTP/2 on Unix
+       * sockets in testing (PERF-NOTES.md).
+       */
+      http2WindowBytes: size(0, 128 * KiB).default(0),
       /** Largest data message the server sends; longer output is split. */
-      writeMessageBytes: size(4 * KiB, 4 * MiB).default(1 * MiB),
+      writeMessageBytes: size(4 * KiB, 4 * MiB).default(2 * MiB),
     })
     .prefault({}),
   pool: z

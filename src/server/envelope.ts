@@ -127,6 +127,12 @@ export function envelopeHandlers(deps: EnvelopeDeps): EnvelopeHandlers {
             stream.onEnd(() => session?.dispose());
             continue;
           }
+          if (message.msg !== 'data') {
+            throw new SealboxError(
+              ErrorCode.INVALID_ARGUMENT,
+              'DecryptStream messages must carry init (first only) or data; this one carries neither',
+            );
+          }
           if (!session) {
             session = service.beginDecrypt({}, stream.signal);
             stream.onEnd(() => session?.dispose());

@@ -11,6 +11,7 @@ import { loadApi } from '../api/proto';
 import type { Config } from '../config/config';
 import type { Logger } from '../log/logger';
 import { type EnvelopeDeps, envelopeHandlers } from './envelope';
+import { setInitialWindow, widenConnectionWindows } from './http2-window';
 
 /** Health service names sealbox reports: the whole server ("") and the Envelope service. */
 export const HEALTH_SERVICES = ['', 'sealbox.v1.Envelope'] as const;
@@ -28,6 +29,8 @@ export async function startServer(config: Config, deps: EnvelopeDeps, log: Logge
     'grpc.max_receive_message_length': config.stream.maxMessageBytes,
     'grpc.max_send_message_length': -1,
   });
+  const window = config.stream.http2WindowBytes;
+  if (window > 0) setInitialWindow(server, window, log);
   server.addService(loadApi().sealbox.sealbox.v1.Envelope.service, envelopeHandlers(deps));
   const health = new HealthImplementation(Object.fromEntries(HEALTH_SERVICES.map((s) => [s, 'NOT_SERVING'])));
   health.addToServer(server);
@@ -53,6 +56,7 @@ export async function startServer(config: Config, deps: EnvelopeDeps, log: Logge
     const bound = await bind(server, target, ServerCredentials.createInsecure());
     addresses.push(host.includes(':') ? `[${host}]:${bound}` : `${host}:${bound}`);
   }
+  if (window > 0) widenConnectionWindows(server, window, log);
   for (const s of HEALTH_SERVICES) health.setStatus(s, 'SERVING');
 
   return {

@@ -28,14 +28,12 @@ export class StreamCall<Req, Res extends DataResponse> {
   private readonly pending: Array<{ result: Promise<Res | Buffer>; held: number }> = [];
   private readonly slotWaiters: Array<() => void> = [];
   private readonly disposers: Array<() => void> = [];
-  private pumping: Promise<void> | undefined;
+  /** True while pump() runs; set and cleared synchronously so no submitted result is ever orphaned. */
+  private pumpActive = false;
+  private readonly idleWaiters: Array<() => void> = [];
+  private readonly stopListeners = new Set<() => void>();
   private failure: unknown;
   private ended = false;
-  private resolveStopped!: () => void;
-  /** Resolves when the call has ended for any reason. */
-  readonly stopped = new Promise<void>((resolve) => {
-    this.resolveStopped = resolve;
-  });
 
   constructor(
     private readonly call: ServerDuplexStream<Req, Res>,
@@ -63,12 +61,30 @@ export class StreamCall<Req, Res extends DataResponse> {
     else this.disposers.push(fn);
   }
 
-  /** Incoming messages, ending early (without destroying the call) if the call stops. */
+  /**
+   * Incoming messages, ending early (without destroying the call) if the call stops.
+   *
+   * Each wait gets its own stop listener, removed when the message arrives. (Racing every read
+   * against one long-lived "stopped" promise would attach a reaction per message to it and keep every
+   * received message reachable until the call ended: a 1 GiB stream would hold 1 GiB.)
+   */
   async *messages(): AsyncGenerator<Req> {
     const iterator = this.call.iterator({ destroyOnReturn: false })[Symbol.asyncIterator]();
-    const stopped = this.stopped.then(() => ({ done: true as const, value: undefined }));
     while (!this.ended) {
-      const next = await Promise.race([iterator.next(), stopped]);
+      const next = await new Promise<IteratorResult<unknown>>((resolve, reject) => {
+        const onStop = () => resolve({ done: true, value: undefined });
+        this.stopListeners.add(onStop);
+        iterator.next().then(
+          (result) => {
+            this.stopListeners.delete(onStop);
+            resolve(result);
+          },
+          (err: unknown) => {
+            this.stopListeners.delete(onStop);
+            reject(err);
+          },
+        );
+      });
       if (next.done) return;
       yield next.value as Req;
     }
@@ -103,14 +119,17 @@ export class StreamCall<Req, Res extends DataResponse> {
     }
     result.catch(() => {}); // observed by the pump, in order
     this.pending.push({ result, held });
-    this.pumping ??= this.pump().finally(() => {
-      this.pumping = undefined;
-    });
+    if (!this.pumpActive) {
+      this.pumpActive = true;
+      void this.pump();
+    }
   }
 
   /** Waits until every submitted result is written, then ends the call with OK. */
   async complete(): Promise<void> {
-    while (this.pumping) await this.pumping;
+    while (this.pending.length > 0 && !this.ended) {
+      await new Promise<void>((resolve) => this.idleWaiters.push(resolve));
+    }
     this.throwIfStopped();
     this.finishWith(undefined, true);
   }
@@ -120,8 +139,18 @@ export class StreamCall<Req, Res extends DataResponse> {
     this.finishWith(err, true);
   }
 
+  /**
+   * Writes results in submission order. Invariant: the check that finds `pending` empty (or the call
+   * ended) and the clearing of `pumpActive` run in one synchronous step — no await between them —
+   * so a submit() resuming at any point afterwards sees the pump gone and starts a new one.
+   */
   private async pump(): Promise<void> {
-    while (this.pending.length > 0 && !this.ended) {
+    for (;;) {
+      if (this.pending.length === 0 || this.ended) {
+        this.pumpActive = false;
+        for (const wake of this.idleWaiters.splice(0)) wake();
+        return;
+      }
       const head = this.pending[0]!;
       try {
         await this.write(await head.result);
@@ -163,10 +192,12 @@ export class StreamCall<Req, Res extends DataResponse> {
     for (const fn of this.disposers.splice(0)) fn();
     for (const pending of this.pending.splice(0)) this.budget.release(pending.held);
     for (const wake of this.slotWaiters.splice(0)) wake();
+    for (const wake of this.idleWaiters.splice(0)) wake();
+    for (const stop of this.stopListeners) stop();
+    this.stopListeners.clear();
     if (sendStatus) {
       if (err === undefined) this.call.end();
       else this.call.emit('error', toServiceError(err, this.log, this.method));
     }
-    this.resolveStopped();
   }
 }
