@@ -9,12 +9,20 @@ import type { KekProvider } from './kek/provider';
 import { KekRegistry } from './kek/registry';
 import { createLogger, type Logger } from './log/logger';
 import { ByteBudget } from './pool/budget';
-import { ChunkPool } from './pool/pool';
+import { ChunkPool, type PoolStats } from './pool/pool';
 import { type RunningServer, startServer } from './server/server';
+
+/** Live counters for metrics and tests. */
+export interface SealboxStats {
+  /** Bytes held by calls in flight (the shared ByteBudget). */
+  readonly bytesInFlight: number;
+  readonly pool: PoolStats;
+}
 
 export interface Sealbox {
   readonly server: RunningServer;
   readonly log: Logger;
+  stats(): SealboxStats;
   /** Drains calls (up to the configured grace), then releases the pool and zeroes key material. */
   close(): Promise<void>;
 }
@@ -52,6 +60,7 @@ export async function startSealbox(
   return {
     server,
     log,
+    stats: () => ({ bytesInFlight: budget.inUse, pool: pool.stats }),
     close() {
       closing ??= (async () => {
         await server.stop(config.shutdown.graceMs);
