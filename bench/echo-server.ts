@@ -1,0 +1,43 @@
+/**
+ * A plain grpc-js bidi echo server on a Unix socket, in its own process: the transport ceiling that
+ * sealbox's streaming numbers are compared with. Usage: node echo-server.js SOCKET_PATH
+ * Prints "ready" on stdout once listening; exits on SIGTERM/SIGINT.
+ */
+import './lib/watch-parent';
+import { Server, ServerCredentials, type ServerDuplexStream } from '@grpc/grpc-js';
+import { ECHO_SERVICE, SERVER_OPTIONS } from './lib/echo-service';
+
+const socketPath = process.argv[2];
+if (!socketPath) {
+  process.stderr.write('usage: echo-server SOCKET_PATH\n');
+  process.exit(2);
+}
+
+const server = new Server(SERVER_OPTIONS);
+server.addService(ECHO_SERVICE, {
+  Echo(call: ServerDuplexStream<Buffer, Buffer>) {
+    call.on('data', (message: Buffer) => {
+      // Respect backpressure: stop reading while grpc-js holds more than it wants to buffer.
+      if (!call.write(message)) {
+        call.pause();
+        call.once('drain', () => call.resume());
+      }
+    });
+    call.on('end', () => call.end());
+    call.on('error', () => {});
+  },
+});
+server.bindAsync(`unix:${socketPath}`, ServerCredentials.createInsecure(), (err) => {
+  if (err) {
+    process.stderr.write(`echo-server: ${err.message}\n`);
+    process.exit(1);
+  }
+  process.stdout.write('ready\n');
+});
+
+for (const signal of ['SIGTERM', 'SIGINT'] as const) {
+  process.once(signal, () => {
+    server.forceShutdown();
+    process.exit(0);
+  });
+}

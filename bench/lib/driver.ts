@@ -1,0 +1,91 @@
+/**
+ * Runs bench/stream-client in a separate process against a server, and reads the server's CPU time
+ * at the moments the client opens and closes its measured window (it tells us over IPC).
+ */
+import { fork } from 'node:child_process';
+import { join } from 'node:path';
+import type { StreamClientResult } from '../stream-client';
+import { BENCH_LIB_DIR, cpuTime, RssSampler, type RssSummary, stopChild, trackChild } from './proc';
+
+const STREAM_CLIENT_PATH = join(BENCH_LIB_DIR, '..', 'stream-client.js');
+
+export interface StreamRunOptions {
+  readonly target: string;
+  readonly mode: 'encrypt' | 'echo' | 'decrypt';
+  readonly streams: number;
+  readonly channels?: number;
+  readonly messageBytes: number;
+  readonly seconds?: number;
+  readonly bytesPerStream?: number;
+  readonly warmup?: number;
+  readonly chunkSize?: number;
+  readonly keyAlias?: string;
+  /** decrypt: plaintext bytes of the ciphertext that is decrypted over and over. */
+  readonly sourceBytes?: number;
+  readonly stallSeconds?: number;
+}
+
+export interface StreamRun {
+  readonly client: StreamClientResult | undefined;
+  /** Server CPU seconds (all threads) within the client's window. */
+  readonly serverCpuSeconds: number | undefined;
+  readonly serverRss: RssSummary;
+  readonly exitCode: number | null;
+  readonly error?: string;
+}
+
+export async function runStreamClient(options: StreamRunOptions, serverPid: number): Promise<StreamRun> {
+  const args = [
+    `--target=${options.target}`,
+    `--mode=${options.mode}`,
+    `--streams=${options.streams}`,
+    `--channels=${options.channels ?? 1}`,
+    `--message-bytes=${options.messageBytes}`,
+    `--warmup=${options.warmup ?? 0}`,
+    `--chunk-size=${options.chunkSize ?? 0}`,
+    `--key-alias=${options.keyAlias ?? 'bench'}`,
+    `--stall-seconds=${options.stallSeconds ?? 15}`,
+    ...(options.seconds !== undefined ? [`--seconds=${options.seconds}`] : []),
+    ...(options.bytesPerStream !== undefined ? [`--bytes-per-stream=${options.bytesPerStream}`] : []),
+    ...(options.sourceBytes !== undefined ? [`--source-bytes=${options.sourceBytes}`] : []),
+  ];
+  const child = fork(STREAM_CLIENT_PATH, args, { stdio: ['ignore', 'pipe', 'inherit', 'ipc'], execArgv: [] });
+  trackChild(child);
+  let cpuStart = cpuTime(serverPid);
+  let cpuEnd: number | undefined;
+  let rss: RssSampler | undefined;
+  child.on('message', (m: { event?: string }) => {
+    if (m.event === 'window-start') {
+      cpuStart = cpuTime(serverPid);
+      rss = new RssSampler(serverPid);
+    } else if (m.event === 'window-end') {
+      cpuEnd = cpuTime(serverPid);
+    }
+  });
+  let stdout = '';
+  child.stdout!.on('data', (chunk: Buffer) => {
+    stdout += chunk.toString('utf8');
+  });
+
+  // Generous upper bound; the client has its own stall watchdog, this only catches a hung client.
+  const expected =
+    (options.warmup ?? 0) +
+    (options.seconds ?? 0) +
+    (options.bytesPerStream !== undefined ? (options.bytesPerStream * options.streams) / 20e6 : 0);
+  const timeout = setTimeout(() => void stopChild(child, 'SIGKILL'), (expected + 120) * 1000);
+  const exitCode = await new Promise<number | null>((resolve) => child.once('exit', (code) => resolve(code)));
+  clearTimeout(timeout);
+  cpuEnd ??= cpuTime(serverPid);
+  const serverRss = (rss ?? new RssSampler(serverPid)).stop();
+
+  let client: StreamClientResult | undefined;
+  try {
+    client = JSON.parse(stdout.trim().split('\n').pop() ?? '') as StreamClientResult;
+  } catch {
+    client = undefined;
+  }
+  const serverCpuSeconds =
+    cpuStart !== undefined && cpuEnd !== undefined ? Math.max(0, cpuEnd - cpuStart) : undefined;
+  const error = client?.error ?? (client ? undefined : `stream-client exited with ${exitCode} and no result`);
+  return { client, serverCpuSeconds, serverRss, exitCode, ...(error ? { error } : {}) };
+}

@@ -1,0 +1,107 @@
+/**
+ * Servers under test, each in its own process on a Unix socket in a fresh temp dir: the real sealbox
+ * CLI (`sealbox serve --config FILE`) from the same build as this file, and a plain grpc-js echo server.
+ */
+import { type ChildProcess, spawn } from 'node:child_process';
+import { mkdtempSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import type { ConfigInput } from '../../src/config/config';
+import { createLocalKeyFile } from '../../src/kek/local';
+import { BENCH_LIB_DIR, stopChild, trackChild, trackTempDir, WATCH_PARENT, waitForSocket } from './proc';
+
+/** `<build>/src/cli.js`, next to `<build>/bench/lib`. */
+export const CLI_PATH = join(BENCH_LIB_DIR, '..', '..', 'src', 'cli.js');
+const ECHO_SERVER_PATH = join(BENCH_LIB_DIR, '..', 'echo-server.js');
+
+/** The key alias every benchmark sealbox is configured with. */
+export const BENCH_KEY_ALIAS = 'bench';
+
+export interface SpawnedServer {
+  readonly pid: number;
+  /** "unix:/tmp/…/x.sock" */
+  readonly target: string;
+  /** The effective config file contents (sealbox only). */
+  readonly config?: Record<string, unknown>;
+  /** Stops the server (SIGTERM, SIGKILL after 5 s) and removes its temp dir. */
+  stop(): Promise<void>;
+}
+
+/**
+ * Starts `sealbox serve` with a local key and a Unix socket in a temp dir, `overrides` deep-merged
+ * into the config (e.g. `{ pool: { mode: 'inline' } }`). Resolves once the socket accepts connections.
+ */
+export async function spawnSealbox(overrides: ConfigInput = {}, label = 'sealbox'): Promise<SpawnedServer> {
+  const dir = mkdtempSync(join(tmpdir(), 'sealbox-bench-'));
+  const removeDir = trackTempDir(dir);
+  const keyFile = join(dir, 'kek.json');
+  createLocalKeyFile(keyFile, BENCH_KEY_ALIAS);
+  const socketPath = join(dir, 'sealbox.sock');
+  const config = merge(
+    {
+      dataDir: dir,
+      listen: { socket: socketPath },
+      keys: { [BENCH_KEY_ALIAS]: { provider: 'local', file: keyFile } },
+      log: { level: 'warn' },
+      shutdown: { graceMs: 2000 },
+    },
+    overrides as Record<string, unknown>,
+  );
+  const configFile = join(dir, 'config.json');
+  writeFileSync(configFile, `${JSON.stringify(config, null, 2)}\n`, { mode: 0o600 });
+  const child = spawn(
+    process.execPath,
+    ['--require', WATCH_PARENT, CLI_PATH, 'serve', '--config', configFile],
+    { stdio: ['ignore', 'ignore', 'pipe'] },
+  );
+  return started(child, socketPath, label, removeDir, config);
+}
+
+/** Starts the echo server (bench/echo-server.ts) on a Unix socket in a temp dir. */
+export async function spawnEcho(label = 'echo'): Promise<SpawnedServer> {
+  const dir = mkdtempSync(join(tmpdir(), 'sealbox-bench-echo-'));
+  const removeDir = trackTempDir(dir);
+  const socketPath = join(dir, 'echo.sock');
+  const child = spawn(process.execPath, [ECHO_SERVER_PATH, socketPath], {
+    stdio: ['ignore', 'ignore', 'pipe'],
+  });
+  return started(child, socketPath, label, removeDir);
+}
+
+async function started(
+  child: ChildProcess,
+  socketPath: string,
+  label: string,
+  removeDir: () => void,
+  config?: Record<string, unknown>,
+): Promise<SpawnedServer> {
+  trackChild(child);
+  child.stderr?.on('data', (chunk: Buffer) => {
+    for (const line of chunk.toString('utf8').split('\n')) {
+      if (line.trim()) process.stderr.write(`[${label} ${child.pid}] ${line}\n`);
+    }
+  });
+  const stop = async () => {
+    await stopChild(child);
+    removeDir();
+  };
+  try {
+    await waitForSocket(socketPath, () => child.exitCode === null && child.signalCode === null);
+  } catch (err) {
+    await stop();
+    throw err;
+  }
+  return { pid: child.pid!, target: `unix:${socketPath}`, ...(config ? { config } : {}), stop };
+}
+
+function merge(a: Record<string, unknown>, b: Record<string, unknown>): Record<string, unknown> {
+  const out: Record<string, unknown> = { ...a };
+  for (const [k, v] of Object.entries(b)) {
+    const existing = out[k];
+    out[k] =
+      v && typeof v === 'object' && !Array.isArray(v) && existing && typeof existing === 'object'
+        ? merge(existing as Record<string, unknown>, v as Record<string, unknown>)
+        : v;
+  }
+  return out;
+}

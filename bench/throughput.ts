@@ -1,0 +1,335 @@
+/**
+ * Streaming throughput, everything measured side by side in one run so that ratios are meaningful on
+ * a noisy machine (PERF-NOTES.md): in-process AES-256-GCM on one core, `openssl speed`, a plain grpc-js
+ * echo (the transport ceiling), and sealbox EncryptStream/DecryptStream with pool.mode workers and
+ * inline (separate server processes, one at a time). Each gRPC case runs a load generator in its own
+ * process (bench/stream-client.ts). Prints Markdown tables, writes bench/results/throughput-<ts>.json.
+ *
+ *   node <build>/bench/throughput.js [--quick] [--seconds N] [--warmup N] [--repeat N]
+ *     [--message-bytes B] [--channels K] [--config JSON]
+ */
+import { execFile } from 'node:child_process';
+import { createCipheriv, randomBytes } from 'node:crypto';
+import { parseArgs } from 'node:util';
+import { runStreamClient, type StreamRun } from './lib/driver';
+import { cpuTime, runMain, sampleRss, toMiB, trackChild } from './lib/proc';
+import { environment, fixed, mbps, median, parseConfig, progress, table, writeResults } from './lib/report';
+import { BENCH_KEY_ALIAS, type SpawnedServer, spawnEcho, spawnSealbox } from './lib/servers';
+
+const MiB = 1024 * 1024;
+const FEED = 64 * 1024;
+
+interface Options {
+  quick: boolean;
+  seconds: number;
+  warmup: number;
+  repeat: number;
+  messageBytes: number;
+  channels: number;
+  sourceBytes: number;
+  /** Extra sealbox config (JSON), deep-merged into both sealbox servers' config. */
+  config: Record<string, unknown>;
+}
+
+function options(): Options {
+  const { values } = parseArgs({
+    options: {
+      quick: { type: 'boolean', default: false },
+      seconds: { type: 'string' },
+      warmup: { type: 'string' },
+      repeat: { type: 'string', default: '1' },
+      'message-bytes': { type: 'string', default: String(MiB) },
+      channels: { type: 'string', default: '1' },
+      config: { type: 'string', default: '{}' },
+    },
+  });
+  const quick = values.quick ?? false;
+  const positive = (name: string, text: string | undefined, fallback: number): number => {
+    const n = text === undefined ? fallback : Number(text);
+    if (!Number.isFinite(n) || n < 0) throw new Error(`--${name} must be a non-negative number`);
+    return n;
+  };
+  return {
+    quick,
+    seconds: positive('seconds', values.seconds, quick ? 3 : 10),
+    warmup: positive('warmup', values.warmup, quick ? 1 : 2),
+    repeat: Math.max(1, Math.floor(positive('repeat', values.repeat, 1))),
+    messageBytes: Math.max(1, positive('message-bytes', values['message-bytes'], MiB)),
+    channels: Math.max(1, Math.floor(positive('channels', values.channels, 1))),
+    sourceBytes: quick ? 32 * MiB : 64 * MiB,
+    config: parseConfig(values.config ?? '{}'),
+  };
+}
+
+/** Node's AES-256-GCM on this thread: 1 MiB messages fed to `update` in 64 KiB pieces. */
+function inProcessAes(seconds: number, messageBytes: number) {
+  const key = randomBytes(32);
+  const data = randomBytes(messageBytes);
+  const iv = Buffer.alloc(12);
+  let bytes = 0;
+  let counter = 0;
+  const cpu0 = process.cpuUsage();
+  const t0 = performance.now();
+  while (performance.now() - t0 < seconds * 1000) {
+    iv.writeUInt32BE(counter++, 8);
+    const cipher = createCipheriv('aes-256-gcm', key, iv);
+    for (let at = 0; at < data.length; at += FEED) cipher.update(data.subarray(at, at + FEED));
+    cipher.final();
+    cipher.getAuthTag();
+    bytes += data.length;
+  }
+  const elapsed = (performance.now() - t0) / 1000;
+  const cpu = process.cpuUsage(cpu0);
+  return { bytesPerSecond: bytes / elapsed, cpuSeconds: (cpu.user + cpu.system) / 1e6, bytes, elapsed };
+}
+
+/** `openssl speed -evp aes-256-gcm` at one message size; undefined (with a reason) if unavailable. */
+async function opensslSpeed(
+  messageBytes: number,
+  seconds: number,
+): Promise<{ bytesPerSecond?: number; note?: string; raw?: string }> {
+  const args = ['speed', '-evp', 'aes-256-gcm', '-bytes', String(messageBytes), '-seconds', String(seconds)];
+  return new Promise((resolve) => {
+    const child = execFile('openssl', args, { timeout: (seconds + 30) * 1000 }, (err, stdout) => {
+      if (err) {
+        const missing = (err as NodeJS.ErrnoException).code === 'ENOENT';
+        resolve({
+          note: missing ? 'openssl is not on PATH: skipped' : `openssl speed failed: ${err.message}`,
+        });
+        return;
+      }
+      // "AES-256-GCM    4156173.96k" — thousands of bytes per second.
+      const match = /^AES-256-GCM\s+([\d.]+)k\s*$/im.exec(stdout);
+      resolve(
+        match
+          ? { bytesPerSecond: Number(match[1]) * 1000, raw: match[0].trim() }
+          : { note: 'could not parse openssl speed output', raw: stdout.slice(-400) },
+      );
+    });
+    trackChild(child);
+  });
+}
+
+interface GrpcCase {
+  readonly id: string;
+  readonly server: 'echo' | 'workers' | 'inline';
+  readonly mode: 'echo' | 'encrypt' | 'decrypt';
+  readonly streams: number;
+}
+
+const CASES: GrpcCase[] = [
+  { id: 'echo-1', server: 'echo', mode: 'echo', streams: 1 },
+  { id: 'echo-8', server: 'echo', mode: 'echo', streams: 8 },
+  { id: 'workers-encrypt-1', server: 'workers', mode: 'encrypt', streams: 1 },
+  { id: 'workers-encrypt-8', server: 'workers', mode: 'encrypt', streams: 8 },
+  { id: 'workers-decrypt-1', server: 'workers', mode: 'decrypt', streams: 1 },
+  { id: 'inline-encrypt-1', server: 'inline', mode: 'encrypt', streams: 1 },
+  { id: 'inline-encrypt-8', server: 'inline', mode: 'encrypt', streams: 8 },
+  { id: 'inline-decrypt-1', server: 'inline', mode: 'decrypt', streams: 1 },
+];
+
+interface CaseRun {
+  readonly repeat: number;
+  readonly bytesPerSecond: number | undefined;
+  readonly serverCpuSecondsPerGB: number | undefined;
+  readonly clientCpuSecondsPerGB: number | undefined;
+  readonly serverMaxRssMiB: number;
+  readonly run: StreamRun;
+}
+
+async function main(): Promise<number> {
+  const opts = options();
+  const env = environment();
+  const started = Date.now();
+  progress(
+    `throughput: ${opts.quick ? 'quick, ' : ''}${opts.seconds} s windows after ${opts.warmup} s warm-up, ` +
+      `${opts.messageBytes} B messages, ${opts.repeat} repeat(s); load average ${(env.loadavgAtStart as number[]).join(' ')}`,
+  );
+
+  progress('in-process AES-256-GCM (one core)…');
+  const aes = inProcessAes(2, opts.messageBytes);
+  progress(`  ${mbps(aes.bytesPerSecond)} MB/s`);
+  progress('openssl speed -evp aes-256-gcm…');
+  const openssl = await opensslSpeed(opts.messageBytes, 2);
+  progress(`  ${openssl.bytesPerSecond ? `${mbps(openssl.bytesPerSecond)} MB/s` : openssl.note}`);
+
+  const runs = new Map<string, CaseRun[]>(CASES.map((c) => [c.id, []]));
+  const serverConfigs: Record<string, unknown> = {};
+  const groups: Array<GrpcCase['server']> = ['echo', 'workers', 'inline'];
+  let step = 0;
+  const totalSteps = CASES.length * opts.repeat;
+  for (let repeat = 1; repeat <= opts.repeat; repeat++) {
+    for (const group of groups) {
+      const server: SpawnedServer =
+        group === 'echo'
+          ? await spawnEcho()
+          : await spawnSealbox(
+              { ...opts.config, pool: { ...(opts.config['pool'] as object), mode: group } },
+              `sealbox-${group}`,
+            );
+      if (server.config) serverConfigs[group] = server.config;
+      progress(`${group} server pid ${server.pid}, RSS ${fixed(toMiB(sampleRss(server.pid) ?? 0), 0)} MiB`);
+      try {
+        for (const c of CASES.filter((x) => x.server === group)) {
+          step++;
+          progress(`[${step}/${totalSteps}] ${c.id}${opts.repeat > 1 ? ` (repeat ${repeat})` : ''}…`);
+          const run = await runStreamClient(
+            {
+              target: server.target,
+              mode: c.mode,
+              streams: c.streams,
+              channels: c.streams > 1 ? opts.channels : 1,
+              messageBytes: opts.messageBytes,
+              seconds: opts.seconds,
+              warmup: opts.warmup,
+              keyAlias: BENCH_KEY_ALIAS,
+              sourceBytes: opts.sourceBytes,
+            },
+            server.pid,
+          );
+          const gb = (run.client?.windowBytes ?? 0) / 1e9;
+          const result: CaseRun = {
+            repeat,
+            bytesPerSecond: run.error ? undefined : run.client?.bytesPerSecond,
+            serverCpuSecondsPerGB:
+              gb > 0 && run.serverCpuSeconds !== undefined ? run.serverCpuSeconds / gb : undefined,
+            clientCpuSecondsPerGB: gb > 0 && run.client ? run.client.clientCpuSeconds / gb : undefined,
+            serverMaxRssMiB: toMiB(run.serverRss.maxBytes),
+            run,
+          };
+          runs.get(c.id)!.push(result);
+          progress(
+            run.error
+              ? `  FAILED: ${run.error}`
+              : `  ${mbps(result.bytesPerSecond)} MB/s, server ${fixed(result.serverCpuSecondsPerGB)} CPU s/GB, ` +
+                  `client ${fixed(result.clientCpuSecondsPerGB)} CPU s/GB`,
+          );
+        }
+      } finally {
+        const cpu = cpuTime(server.pid);
+        await server.stop();
+        progress(`${group} server stopped (${fixed(cpu, 1)} CPU s in total)`);
+      }
+    }
+  }
+
+  // Summaries: medians over repeats.
+  const summary = new Map(
+    CASES.map((c) => {
+      const list = runs.get(c.id)!;
+      const ok = list.map((r) => r.bytesPerSecond).filter((v): v is number => v !== undefined);
+      const pick = (f: (r: CaseRun) => number | undefined) =>
+        median(list.map(f).filter((v): v is number => v !== undefined));
+      return [
+        c.id,
+        {
+          ...c,
+          bytesPerSecond: median(ok),
+          min: ok.length ? Math.min(...ok) : undefined,
+          max: ok.length ? Math.max(...ok) : undefined,
+          failures: list.length - ok.length,
+          serverCpuSecondsPerGB: pick((r) => r.serverCpuSecondsPerGB),
+          clientCpuSecondsPerGB: pick((r) => r.clientCpuSecondsPerGB),
+          serverMaxRssMiB: pick((r) => r.serverMaxRssMiB),
+        },
+      ];
+    }),
+  );
+  const rate = (id: string) => summary.get(id)?.bytesPerSecond;
+  const ratio = (a: number | undefined, b: number | undefined) =>
+    a !== undefined && b !== undefined && b > 0 ? a / b : undefined;
+
+  const label: Record<string, string> = {
+    echo: 'echo (no crypto)',
+    workers: 'sealbox pool.mode=workers',
+    inline: 'sealbox pool.mode=inline',
+  };
+  const rows: Array<Array<string | number>> = [
+    [
+      'in-process AES-256-GCM, one core',
+      '—',
+      mbps(aes.bytesPerSecond),
+      fixed(aes.cpuSeconds / (aes.bytes / 1e9)),
+      '—',
+      '—',
+    ],
+    [
+      'openssl speed -evp aes-256-gcm',
+      '—',
+      openssl.bytesPerSecond ? mbps(openssl.bytesPerSecond) : `skipped (${openssl.note})`,
+      openssl.bytesPerSecond ? fixed(1e9 / openssl.bytesPerSecond) : '—',
+      '—',
+      '—',
+    ],
+    ...CASES.map((c) => {
+      const s = summary.get(c.id)!;
+      const spread = opts.repeat > 1 && s.min !== undefined ? ` (${mbps(s.min)}–${mbps(s.max)})` : '';
+      const failed = s.failures > 0 ? ` ⚠ ${s.failures} failed` : '';
+      return [
+        `${label[c.server]}, ${c.mode === 'echo' ? 'Echo' : c.mode === 'encrypt' ? 'EncryptStream' : 'DecryptStream'}`,
+        c.streams,
+        `${mbps(s.bytesPerSecond)}${spread}${failed}`,
+        fixed(s.serverCpuSecondsPerGB),
+        fixed(s.clientCpuSecondsPerGB),
+        fixed(s.serverMaxRssMiB, 0),
+      ];
+    }),
+  ];
+  const ratios: Record<string, { workers?: number; inline?: number }> = {
+    'sealbox encrypt 1 stream ÷ echo 1 stream': {
+      workers: ratio(rate('workers-encrypt-1'), rate('echo-1')),
+      inline: ratio(rate('inline-encrypt-1'), rate('echo-1')),
+    },
+    'sealbox encrypt 1 stream ÷ in-process AES': {
+      workers: ratio(rate('workers-encrypt-1'), aes.bytesPerSecond),
+      inline: ratio(rate('inline-encrypt-1'), aes.bytesPerSecond),
+    },
+    'sealbox encrypt 8 streams ÷ 1 stream': {
+      workers: ratio(rate('workers-encrypt-8'), rate('workers-encrypt-1')),
+      inline: ratio(rate('inline-encrypt-8'), rate('inline-encrypt-1')),
+    },
+    'sealbox decrypt 1 stream ÷ echo 1 stream': {
+      workers: ratio(rate('workers-decrypt-1'), rate('echo-1')),
+      inline: ratio(rate('inline-decrypt-1'), rate('echo-1')),
+    },
+    'echo 8 streams ÷ 1 stream (transport only, one value)': {
+      workers: ratio(rate('echo-8'), rate('echo-1')),
+    },
+  };
+
+  const windowNote =
+    `${opts.messageBytes} B messages, ${opts.seconds} s window after ${opts.warmup} s warm-up` +
+    `${opts.repeat > 1 ? `, median of ${opts.repeat} (min–max)` : ''}` +
+    `${opts.channels > 1 ? `, 8-stream cases over ${opts.channels} channels` : ', one channel'}`;
+  let out = `## Throughput (${windowNote})\n\nMB = 10^6 bytes of plaintext; CPU s/GB = CPU seconds (all threads) per 10^9 plaintext bytes within the window.\n\n`;
+  out += table(['case', 'streams', 'MB/s', 'server CPU s/GB', 'client CPU s/GB', 'server max RSS MiB'], rows);
+  out += '\n';
+  out += table(
+    ['ratio', 'workers', 'inline'],
+    Object.entries(ratios).map(([name, r]) => [
+      name,
+      fixed(r.workers),
+      'inline' in r ? fixed(r.inline) : '—',
+    ]),
+  );
+  out += `\nnode ${env.node}, OpenSSL ${env.openssl}, ${env.cpus} CPUs (${env.cpuModel}), load average at start ${(env.loadavgAtStart as number[]).join(' ')}\n`;
+  process.stdout.write(out);
+
+  const path = writeResults('throughput', {
+    name: 'throughput',
+    startedAt: new Date(started).toISOString(),
+    durationSeconds: (Date.now() - started) / 1000,
+    environment: env,
+    options: opts,
+    serverConfigs,
+    inProcessAes: aes,
+    openssl,
+    cases: Object.fromEntries([...summary].map(([id, s]) => [id, { ...s, runs: runs.get(id) }])),
+    ratios,
+  });
+  progress(`wrote ${path} (${((Date.now() - started) / 1000).toFixed(0)} s)`);
+  const failures = [...summary.values()].reduce((n, s) => n + s.failures, 0);
+  return failures > 0 ? 1 : 0;
+}
+
+runMain(main);
