@@ -5,7 +5,12 @@
  */
 import './lib/watch-parent';
 import { Server, ServerCredentials, type ServerDuplexStream } from '@grpc/grpc-js';
+import { createLogger } from '../src/log/logger';
+import { setInitialWindow, widenConnectionWindows } from '../src/server/http2-window';
 import { ECHO_SERVICE, SERVER_OPTIONS } from './lib/echo-service';
+
+const window = Number(process.env['SEALBOX_BENCH_HTTP2_WINDOW'] ?? 0);
+const log = createLogger('warn');
 
 const socketPath = process.argv[2];
 if (!socketPath) {
@@ -14,6 +19,7 @@ if (!socketPath) {
 }
 
 const server = new Server(SERVER_OPTIONS);
+if (window > 0) setInitialWindow(server, window, log);
 server.addService(ECHO_SERVICE, {
   Echo(call: ServerDuplexStream<Buffer, Buffer>) {
     call.on('data', (message: Buffer) => {
@@ -32,6 +38,7 @@ server.bindAsync(`unix:${socketPath}`, ServerCredentials.createInsecure(), (err)
     process.stderr.write(`echo-server: ${err.message}\n`);
     process.exit(1);
   }
+  if (window > 0) widenConnectionWindows(server, window, log);
   process.stdout.write('ready\n');
 });
 

@@ -114,6 +114,9 @@ async function main(): Promise<StreamClientResult> {
   const args = parse();
   const channelOptions: ChannelOptions = {
     'grpc.max_receive_message_length': 64 * 1024 * 1024,
+    ...(process.env['SEALBOX_BENCH_HTTP2_WINDOW']
+      ? { 'grpc-node.flow_control_window': Number(process.env['SEALBOX_BENCH_HTTP2_WINDOW']) }
+      : {}),
     ...(args.channels > 1 ? { 'grpc.use_local_subchannel_pool': 1 } : {}),
   };
   const EchoClient = makeGenericClientConstructor(ECHO_SERVICE, 'Echo');

@@ -31,6 +31,18 @@ interface Options {
   config: Record<string, unknown>;
 }
 
+/**
+ * `--window BYTES` gives every party the same HTTP/2 window: sealbox (stream.http2WindowBytes), the
+ * echo server and the load generators (through SEALBOX_BENCH_HTTP2_WINDOW, which children inherit),
+ * so the echo stays the transport ceiling for exactly the settings sealbox runs with.
+ */
+function withWindow(config: Record<string, unknown>, window: number): Record<string, unknown> {
+  if (!Number.isInteger(window) || window < 0) throw new Error('--window must be a whole number of bytes');
+  if (window === 0) return config;
+  process.env['SEALBOX_BENCH_HTTP2_WINDOW'] = String(window);
+  return { ...config, stream: { ...(config['stream'] as object), http2WindowBytes: window } };
+}
+
 function options(): Options {
   const { values } = parseArgs({
     options: {
@@ -39,6 +51,7 @@ function options(): Options {
       warmup: { type: 'string' },
       repeat: { type: 'string', default: '1' },
       'message-bytes': { type: 'string', default: String(MiB) },
+      window: { type: 'string', default: '0' },
       channels: { type: 'string', default: '1' },
       config: { type: 'string', default: '{}' },
     },
@@ -57,7 +70,7 @@ function options(): Options {
     messageBytes: Math.max(1, positive('message-bytes', values['message-bytes'], MiB)),
     channels: Math.max(1, Math.floor(positive('channels', values.channels, 1))),
     sourceBytes: quick ? 32 * MiB : 64 * MiB,
-    config: parseConfig(values.config ?? '{}'),
+    config: withWindow(parseConfig(values.config ?? '{}'), Number(values.window ?? '0')),
   };
 }
 

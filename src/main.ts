@@ -41,7 +41,10 @@ export async function startSealbox(
   log: Logger = createLogger(config.log.level),
 ): Promise<Sealbox> {
   const registry = buildProviders(config);
-  const pool = new ChunkPool(config.pool);
+  const pool = new ChunkPool({
+    ...config.pool,
+    onWorkerError: (err) => log.error({ err }, 'worker thread failed'),
+  });
   const service = new EnvelopeService(new UncachedDataKeys(registry), pool, config.envelope);
   const budget = new ByteBudget(config.stream.maxInFlightBytes);
   let server: RunningServer;

@@ -9,7 +9,7 @@ import { join } from 'node:path';
 import { Piscina } from 'piscina';
 import { type ChunkBatch, type OpenResult, openChunks, sealChunks } from '../crypto/chunk';
 import { ErrorCode, SealboxError } from '../errors';
-import type { OpenFailure } from './worker';
+import { type OpenFailure, SKIPPED } from './worker';
 
 export interface PoolOptions {
   /** "workers": batches at or above `inlineBelowBytes` go to piscina; "inline": everything on the main thread. */
@@ -20,6 +20,8 @@ export interface PoolOptions {
   readonly maxQueue: number;
   /** Batches smaller than this run inline even in "workers" mode. */
   readonly inlineBelowBytes: number;
+  /** Told about worker failures (logged by the caller). */
+  readonly onWorkerError?: (err: unknown) => void;
 }
 
 /** A snapshot for metrics. */
@@ -33,6 +35,8 @@ export interface PoolStats {
 export class ChunkPool {
   private readonly piscina: Piscina | undefined;
   private inlineTasks = 0;
+  /** One shared cancellation flag per call signal (see run()). */
+  private readonly flags = new WeakMap<AbortSignal, Int32Array>();
 
   constructor(private readonly options: PoolOptions) {
     if (options.mode === 'workers') {
@@ -44,6 +48,8 @@ export class ChunkPool {
         maxQueue: options.maxQueue,
         idleTimeout: Number.POSITIVE_INFINITY,
       });
+      // A worker that dies is replaced by piscina; never let its 'error' take the process down.
+      this.piscina.on('error', (err: unknown) => options.onWorkerError?.(err));
     }
   }
 
@@ -90,8 +96,15 @@ export class ChunkPool {
     }
   }
 
+  /**
+   * Runs a task on a worker. Cancellation: piscina would terminate a worker whose running task is
+   * aborted (and respawn it), so the signal is not given to piscina. Instead the call's tasks share a
+   * flag that the worker checks when a task starts: queued tasks of a cancelled call are skipped in
+   * microseconds, a running one finishes its batch (≤ batchBytes), and no worker is ever killed.
+   */
   private async run(name: 'seal' | 'open', batch: ChunkBatch, signal?: AbortSignal): Promise<unknown> {
     const piscina = this.piscina!;
+    if (signal?.aborted) throw cancelled();
     // The key crosses as its own small buffer (the worker zeroes it); the data buffer is moved, not
     // copied — the framer hands out buffers that own their memory for exactly this.
     const key = new Uint8Array(batch.key);
@@ -99,15 +112,31 @@ export class ChunkPool {
     const transferList = [key.buffer];
     if (data.byteOffset === 0 && data.byteLength === data.buffer.byteLength)
       transferList.push(data.buffer as ArrayBuffer);
+    const task = { ...batch, key, data, ...(signal ? { cancelled: this.flagFor(signal) } : {}) };
+    let result: unknown;
     try {
-      return await piscina.run(
-        { ...batch, key, data },
-        { name, transferList, ...(signal ? { signal } : {}) },
-      );
+      result = await piscina.run(task, { name, transferList });
     } catch (err) {
-      throw poolError(err, signal);
+      throw poolError(err);
     }
+    if (result === SKIPPED || signal?.aborted) throw cancelled();
+    return result;
   }
+
+  private flagFor(signal: AbortSignal): Int32Array {
+    let flag = this.flags.get(signal);
+    if (!flag) {
+      const shared = new Int32Array(new SharedArrayBuffer(4));
+      signal.addEventListener('abort', () => Atomics.store(shared, 0, 1), { once: true });
+      this.flags.set(signal, shared);
+      flag = shared;
+    }
+    return flag;
+  }
+}
+
+function cancelled(): SealboxError {
+  return new SealboxError(ErrorCode.CANCELLED, 'call cancelled; its pending chunks were dropped');
 }
 
 function asBuffer(value: unknown): Buffer {

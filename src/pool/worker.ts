@@ -7,8 +7,14 @@
 import { Piscina } from 'piscina';
 import { type ChunkBatch, openChunks, sealChunks } from '../crypto/chunk';
 
-/** A chunk batch as it crosses the thread boundary (Buffers arrive as Uint8Arrays). */
-export type WorkerBatch = ChunkBatch;
+/**
+ * A chunk batch as it crosses the thread boundary (Buffers arrive as Uint8Arrays), with the call's
+ * cancellation flag: a shared Int32Array the main thread sets to 1 when the call ends.
+ */
+export type WorkerBatch = ChunkBatch & { readonly cancelled?: Int32Array };
+
+/** Returned instead of a result when the task's call was cancelled before the task started. */
+export const SKIPPED = 'skipped';
 
 /** Failure of an open task, returned (not thrown) so its fields survive the thread boundary. */
 export interface OpenFailure {
@@ -18,6 +24,7 @@ export interface OpenFailure {
 
 export function seal(batch: WorkerBatch): unknown {
   try {
+    if (isCancelled(batch)) return SKIPPED;
     return Piscina.move(sealChunks(batch));
   } finally {
     batch.key.fill(0);
@@ -26,6 +33,7 @@ export function seal(batch: WorkerBatch): unknown {
 
 export function open(batch: WorkerBatch): unknown {
   try {
+    if (isCancelled(batch)) return SKIPPED;
     const result = openChunks(batch);
     if (result.ok) return Piscina.move(result.plaintext);
     const failure: OpenFailure = { failedIndex: result.failedIndex, truncated: result.truncated };
@@ -33,4 +41,8 @@ export function open(batch: WorkerBatch): unknown {
   } finally {
     batch.key.fill(0);
   }
+}
+
+function isCancelled(batch: WorkerBatch): boolean {
+  return batch.cancelled !== undefined && Atomics.load(batch.cancelled, 0) === 1;
 }

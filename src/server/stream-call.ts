@@ -62,31 +62,35 @@ export class StreamCall<Req, Res extends DataResponse> {
   }
 
   /**
-   * Incoming messages, ending early (without destroying the call) if the call stops.
+   * Incoming messages, in order, pulled one at a time so grpc-js reads from the network only as fast
+   * as this call consumes (its readable buffer holds at most highWaterMark messages). Ends early if
+   * the call stops.
    *
-   * Each wait gets its own stop listener, removed when the message arrives. (Racing every read
-   * against one long-lived "stopped" promise would attach a reaction per message to it and keep every
-   * received message reachable until the call ended: a 1 GiB stream would hold 1 GiB.)
+   * Why not the stream's async iterator: it destroys the call when the call emits 'error', and
+   * emitting 'error' is how grpc-js is told to send an error status — a destroyed call never sends
+   * it, and the client hangs. Each wait also gets its own stop listener, removed when it resolves,
+   * so nothing keeps received messages reachable.
    */
   async *messages(): AsyncGenerator<Req> {
-    const iterator = this.call.iterator({ destroyOnReturn: false })[Symbol.asyncIterator]();
+    const call = this.call;
     while (!this.ended) {
-      const next = await new Promise<IteratorResult<unknown>>((resolve, reject) => {
-        const onStop = () => resolve({ done: true, value: undefined });
-        this.stopListeners.add(onStop);
-        iterator.next().then(
-          (result) => {
-            this.stopListeners.delete(onStop);
-            resolve(result);
-          },
-          (err: unknown) => {
-            this.stopListeners.delete(onStop);
-            reject(err);
-          },
-        );
+      const message = call.read() as Req | null;
+      if (message !== null) {
+        yield message;
+        continue;
+      }
+      if (call.readableEnded || call.destroyed) return;
+      await new Promise<void>((resolve) => {
+        const done = () => {
+          call.removeListener('readable', done);
+          call.removeListener('end', done);
+          this.stopListeners.delete(done);
+          resolve();
+        };
+        call.on('readable', done);
+        call.on('end', done);
+        this.stopListeners.add(done);
       });
-      if (next.done) return;
-      yield next.value as Req;
     }
   }
 
