@@ -47,6 +47,11 @@ export interface ChunkBatch {
   readonly final: boolean;
   /** Plaintext (seal) or chunk records (open), contiguous. */
   readonly data: Uint8Array;
+  /**
+   * Bytes to leave uninitialized at the front of the output (default 0), so a transport can put its
+   * framing there and send the output without copying it again.
+   */
+  readonly headroom?: number;
 }
 
 /**
@@ -63,14 +68,15 @@ function countChunks(dataLength: number, recordSize: number, final: boolean): nu
   return 1 + Math.max(0, Math.ceil((dataLength - recordSize) / recordSize));
 }
 
-/** Seals a batch of plaintext into contiguous chunk records. */
+/** Seals a batch of plaintext into contiguous chunk records (after `headroom` reserved bytes). */
 export function sealChunks(batch: ChunkBatch): Buffer {
   const { chunkSize, data, final } = batch;
   const count = countChunks(data.length, chunkSize, final);
   if (batch.firstIndex + count > MAX_CHUNKS) throw new RangeError('message exceeds 2^32 chunks');
-  const out = Buffer.allocUnsafeSlow(data.length + count * CHUNK_OVERHEAD);
+  const headroom = batch.headroom ?? 0;
+  const out = Buffer.allocUnsafeSlow(headroom + data.length + count * CHUNK_OVERHEAD);
   let read = 0;
-  let written = 0;
+  let written = headroom;
   for (let i = 0; i < count; i++) {
     const isFinal = final && i === count - 1;
     const end = isFinal ? data.length : read + chunkSize;
@@ -90,7 +96,10 @@ export function sealChunks(batch: ChunkBatch): Buffer {
 
 /** Outcome of opening a batch: the plaintext, or which chunk failed and how. */
 export type OpenResult =
-  | { readonly ok: true; readonly plaintext: Buffer }
+  | {
+      readonly ok: true /** Plaintext after the batch's `headroom` reserved bytes. */;
+      readonly plaintext: Buffer;
+    }
   | {
       readonly ok: false;
       /** Index of the chunk that failed. */
@@ -111,9 +120,10 @@ export function openChunks(batch: ChunkBatch): OpenResult {
   const recordSize = chunkSize + CHUNK_OVERHEAD;
   const count = countChunks(data.length, recordSize, final);
   if (batch.firstIndex + count > MAX_CHUNKS) throw new RangeError('message exceeds 2^32 chunks');
-  const out = Buffer.allocUnsafeSlow(Math.max(0, data.length - count * CHUNK_OVERHEAD));
+  const headroom = batch.headroom ?? 0;
+  const out = Buffer.allocUnsafeSlow(headroom + Math.max(0, data.length - count * CHUNK_OVERHEAD));
   let read = 0;
-  let written = 0;
+  let written = headroom;
   for (let i = 0; i < count; i++) {
     const isFinal = final && i === count - 1;
     const end = isFinal ? data.length : read + recordSize;
@@ -145,7 +155,7 @@ export function openChunks(batch: ChunkBatch): OpenResult {
             chunkAad(batch.messageId, index, false),
             record,
             out,
-            0,
+            headroom,
           ) >= 0);
       out.fill(0);
       return { ok: false, failedIndex: index, truncated };

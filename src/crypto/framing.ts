@@ -15,7 +15,10 @@ export interface Segment {
   readonly firstIndex: number;
   /** True when the segment ends with the message's final chunk. */
   readonly final: boolean;
-  /** A buffer with its own ArrayBuffer, so it can be transferred to a worker. */
+  /**
+   * The bytes. When the framer's `mustOwn(length)` said so, a buffer with its own ArrayBuffer (so it
+   * can be transferred to a worker); otherwise possibly a view into the pushed input, saving a copy.
+   */
   readonly data: Buffer;
 }
 
@@ -30,8 +33,18 @@ class ByteQueue {
     this.length += data.length;
   }
 
-  /** Removes the first `n` bytes into a new buffer that owns its memory. */
-  take(n: number): Buffer {
+  /**
+   * Removes the first `n` bytes: a view when `owned` is false and they lie in one pushed buffer,
+   * otherwise a new buffer that owns its memory.
+   */
+  take(n: number, owned = true): Buffer {
+    const head = this.pieces[0];
+    if (!owned && head && head.length >= n) {
+      this.length -= n;
+      if (head.length === n) this.pieces.shift();
+      else this.pieces[0] = head.subarray(n);
+      return head.subarray(0, n);
+    }
     const out = Buffer.allocUnsafeSlow(n);
     let filled = 0;
     while (filled < n) {
@@ -84,9 +97,11 @@ export class PlaintextFramer {
   private nextIndex = 0;
   private finished = false;
 
+  /** `mustOwn(bytes)`: whether a segment of that size must own its memory (it will be transferred). */
   constructor(
     readonly chunkSize: number,
     private readonly maxChunksPerSegment: number,
+    private readonly mustOwn: (bytes: number) => boolean = () => true,
   ) {}
 
   /** Bytes accepted so far that are not yet in a segment. */
@@ -121,7 +136,7 @@ export class PlaintextFramer {
         'message exceeds 2^32 chunks; use a larger chunk size',
       );
     }
-    const segment = { firstIndex: this.nextIndex, final, data: this.queue.take(bytes) };
+    const segment = { firstIndex: this.nextIndex, final, data: this.queue.take(bytes, this.mustOwn(bytes)) };
     this.nextIndex += chunks;
     return segment;
   }
@@ -138,8 +153,14 @@ export class CiphertextReader {
   private recordSize = 0;
   private maxChunksPerSegment = 1;
 
-  /** `chunksPerSegment` picks the segment size once the header's chunk size is known. */
-  constructor(private readonly chunksPerSegment: (chunkSize: number) => number) {}
+  /**
+   * `chunksPerSegment` picks the segment size once the header's chunk size is known; `mustOwn` as for
+   * PlaintextFramer.
+   */
+  constructor(
+    private readonly chunksPerSegment: (chunkSize: number) => number,
+    private readonly mustOwn: (bytes: number) => boolean = () => true,
+  ) {}
 
   /** The header once it has been read in full. */
   get header(): Header | undefined {
@@ -192,7 +213,7 @@ export class CiphertextReader {
     if (this.nextIndex + chunks > MAX_CHUNKS) {
       throw new SealboxError(ErrorCode.CIPHERTEXT_MALFORMED, 'ciphertext has more than 2^32 chunks');
     }
-    const segment = { firstIndex: this.nextIndex, final, data: this.queue.take(bytes) };
+    const segment = { firstIndex: this.nextIndex, final, data: this.queue.take(bytes, this.mustOwn(bytes)) };
     this.nextIndex += chunks;
     return segment;
   }

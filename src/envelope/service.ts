@@ -122,7 +122,7 @@ export class EnvelopeService {
         messageId,
         header,
         { keyId: wrapped.keyId, context: { ...context } },
-        new PlaintextFramer(size, this.chunksPerSegment(size)),
+        new PlaintextFramer(size, this.chunksPerSegment(size), this.mustOwn),
       );
     } catch (err) {
       zeroMessageKeys(keys);
@@ -137,9 +137,13 @@ export class EnvelopeService {
       this.pool,
       expectedContext,
       (size) => this.chunksPerSegment(size),
+      this.mustOwn,
       signal,
     );
   }
+
+  /** Segments that go to a worker are transferred, so they must own their memory; inline ones need not. */
+  private readonly mustOwn = (bytes: number): boolean => !this.pool.runsInline(bytes);
 
   private chunksPerSegment(chunkSize: number): number {
     return Math.max(1, Math.floor(this.options.batchBytes / chunkSize));
@@ -173,13 +177,17 @@ export class EncryptSession {
     return this.framer.finish();
   }
 
-  /** Seals a segment into chunk records. The segment's buffer is consumed. */
-  seal(segment: Segment, signal?: AbortSignal): Promise<Buffer> {
+  /**
+   * Seals a segment into chunk records, after `headroom` reserved bytes. The segment's buffer is
+   * consumed.
+   */
+  seal(segment: Segment, signal?: AbortSignal, headroom = 0): Promise<Buffer> {
     return this.pool.seal(
       {
         key: this.keys.encryptionKey,
         messageId: this.messageId,
         chunkSize: this.framer.chunkSize,
+        headroom,
         ...segment,
       },
       signal,
@@ -205,9 +213,10 @@ export class DecryptSession {
     private readonly pool: ChunkPool,
     private readonly expected: EncryptionContext,
     chunksPerSegment: (chunkSize: number) => number,
+    mustOwn: (bytes: number) => boolean,
     private readonly signal?: AbortSignal,
   ) {
-    this.reader = new CiphertextReader(chunksPerSegment);
+    this.reader = new CiphertextReader(chunksPerSegment, mustOwn);
   }
 
   /**
@@ -235,13 +244,22 @@ export class DecryptSession {
     return this.reader.finish();
   }
 
-  /** Opens a segment; rejects with CIPHERTEXT_CORRUPT/TRUNCATED naming the chunk that failed. */
-  async open(segment: Segment, signal?: AbortSignal): Promise<Buffer> {
+  /**
+   * Opens a segment (plaintext after `headroom` reserved bytes); rejects with CIPHERTEXT_CORRUPT or
+   * CIPHERTEXT_TRUNCATED naming the chunk that failed.
+   */
+  async open(segment: Segment, signal?: AbortSignal, headroom = 0): Promise<Buffer> {
     const header = this.header;
     const keys = this.keys;
     if (!header || !keys) throw new Error('open before the header was verified');
     const result = await this.pool.open(
-      { key: keys.encryptionKey, messageId: header.messageId, chunkSize: header.chunkSize, ...segment },
+      {
+        key: keys.encryptionKey,
+        messageId: header.messageId,
+        chunkSize: header.chunkSize,
+        headroom,
+        ...segment,
+      },
       signal,
     );
     if (result.ok) return result.plaintext;

@@ -53,9 +53,14 @@ export class ChunkPool {
     }
   }
 
+  /** True when a batch of `bytes` runs on the main thread (its buffer is not transferred). */
+  runsInline(bytes: number): boolean {
+    return !this.piscina || bytes < this.options.inlineBelowBytes;
+  }
+
   /** Seals a batch; the batch's data buffer is transferred (unusable afterwards) when it goes to a worker. */
   seal(batch: ChunkBatch, signal?: AbortSignal): Promise<Buffer> {
-    if (!this.piscina || batch.data.length < this.options.inlineBelowBytes) {
+    if (this.runsInline(batch.data.length)) {
       return this.inline(() => sealChunks(batch));
     }
     return this.run('seal', batch, signal).then(asBuffer);
@@ -63,7 +68,7 @@ export class ChunkPool {
 
   /** Opens a batch. Never resolves with plaintext of a chunk that failed to verify. */
   open(batch: ChunkBatch, signal?: AbortSignal): Promise<OpenResult> {
-    if (!this.piscina || batch.data.length < this.options.inlineBelowBytes) {
+    if (this.runsInline(batch.data.length)) {
       return this.inline(() => openChunks(batch));
     }
     return this.run('open', batch, signal).then((result) =>

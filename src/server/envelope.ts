@@ -13,7 +13,11 @@ import type { EncryptStreamResponse } from '../gen/sealbox/v1/EncryptStreamRespo
 import type { Logger } from '../log/logger';
 import type { ByteBudget } from '../pool/budget';
 import { toServiceError } from './status';
-import { StreamCall, type StreamLimits } from './stream-call';
+import { Framed, StreamCall, type StreamLimits } from './stream-call';
+import { RESPONSE_HEADROOM } from './wire';
+
+/** Marks pool output as carrying RESPONSE_HEADROOM reserved bytes. */
+const framed = (output: Promise<Buffer>): Promise<Framed> => output.then((buffer) => new Framed(buffer));
 
 export interface EnvelopeDeps {
   readonly service: EnvelopeService;
@@ -96,11 +100,15 @@ export function envelopeHandlers(deps: EnvelopeDeps): EnvelopeHandlers {
             );
           }
           for (const segment of session.push(message.data!)) {
-            await stream.submit(segment.data.length, () => session.seal(segment, stream.signal));
+            await stream.submit(segment.data.length, () =>
+              framed(session.seal(segment, stream.signal, RESPONSE_HEADROOM)),
+            );
           }
         }
         const last = session.finish();
-        await stream.submit(last.data.length, () => session.seal(last, stream.signal));
+        await stream.submit(last.data.length, () =>
+          framed(session.seal(last, stream.signal, RESPONSE_HEADROOM)),
+        );
         await stream.complete();
       })().catch((err) => stream.fail(err));
     },
@@ -141,14 +149,18 @@ export function envelopeHandlers(deps: EnvelopeDeps): EnvelopeHandlers {
           const { info, segments } = await active.push(message.data!);
           if (info) await stream.send({ metadata: { keyId: info.keyId, context: info.context } });
           for (const segment of segments) {
-            await stream.submit(segment.data.length, () => active.open(segment, stream.signal));
+            await stream.submit(segment.data.length, () =>
+              framed(active.open(segment, stream.signal, RESPONSE_HEADROOM)),
+            );
           }
         }
         if (!session)
           throw new SealboxError(ErrorCode.CIPHERTEXT_TRUNCATED, 'DecryptStream received no ciphertext');
         const active = session;
         const last = active.finish();
-        await stream.submit(last.data.length, () => active.open(last, stream.signal));
+        await stream.submit(last.data.length, () =>
+          framed(active.open(last, stream.signal, RESPONSE_HEADROOM)),
+        );
         await stream.complete();
       })().catch((err) => stream.fail(err));
     },

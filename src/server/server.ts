@@ -12,6 +12,7 @@ import type { Config } from '../config/config';
 import type { Logger } from '../log/logger';
 import { type EnvelopeDeps, envelopeHandlers } from './envelope';
 import { setInitialWindow, widenConnectionWindows } from './http2-window';
+import { acceptPreEncoded } from './wire';
 
 /** Health service names sealbox reports: the whole server ("") and the Envelope service. */
 export const HEALTH_SERVICES = ['', 'sealbox.v1.Envelope'] as const;
@@ -31,7 +32,11 @@ export async function startServer(config: Config, deps: EnvelopeDeps, log: Logge
   });
   const window = config.stream.http2WindowBytes;
   if (window > 0) setInitialWindow(server, window, log);
-  server.addService(loadApi().sealbox.sealbox.v1.Envelope.service, envelopeHandlers(deps));
+  const envelope = acceptPreEncoded(loadApi().sealbox.sealbox.v1.Envelope.service, [
+    'EncryptStream',
+    'DecryptStream',
+  ]);
+  server.addService(envelope, envelopeHandlers(deps));
   const health = new HealthImplementation(Object.fromEntries(HEALTH_SERVICES.map((s) => [s, 'NOT_SERVING'])));
   health.addToServer(server);
 

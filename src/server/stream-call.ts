@@ -14,6 +14,12 @@ import { ErrorCode, SealboxError } from '../errors';
 import type { Logger } from '../log/logger';
 import type { ByteBudget } from '../pool/budget';
 import { toServiceError } from './status';
+import { encodeDataResponse, RESPONSE_HEADROOM } from './wire';
+
+/** Work output whose first RESPONSE_HEADROOM bytes are reserved for the response's framing. */
+export class Framed {
+  constructor(readonly buffer: Buffer) {}
+}
 
 export interface StreamLimits {
   readonly maxInFlightSegments: number;
@@ -25,7 +31,7 @@ type DataResponse = { data?: unknown };
 
 export class StreamCall<Req, Res extends DataResponse> {
   private readonly abort = new AbortController();
-  private readonly pending: Array<{ result: Promise<Res | Buffer>; held: number }> = [];
+  private readonly pending: Array<{ result: Promise<Res | Buffer | Framed>; held: number }> = [];
   private readonly slotWaiters: Array<() => void> = [];
   private readonly disposers: Array<() => void> = [];
   /** True while pump() runs; set and cleared synchronously so no submitted result is ever orphaned. */
@@ -103,7 +109,7 @@ export class StreamCall<Req, Res extends DataResponse> {
    * Starts `work` once the stream has a free slot and the shared budget holds `bytes`; its result is
    * written after everything submitted before it. Throws if the call has already failed.
    */
-  async submit(bytes: number, work: () => Promise<Res | Buffer>): Promise<void> {
+  async submit(bytes: number, work: () => Promise<Res | Buffer | Framed>): Promise<void> {
     this.throwIfStopped();
     while (this.pending.length >= this.limits.maxInFlightSegments) {
       await new Promise<void>((resolve) => this.slotWaiters.push(resolve));
@@ -114,7 +120,7 @@ export class StreamCall<Req, Res extends DataResponse> {
       this.budget.release(held);
       this.throwIfStopped();
     }
-    let result: Promise<Res | Buffer>;
+    let result: Promise<Res | Buffer | Framed>;
     try {
       result = work();
     } catch (err) {
@@ -171,7 +177,14 @@ export class StreamCall<Req, Res extends DataResponse> {
     }
   }
 
-  private async write(value: Res | Buffer): Promise<void> {
+  private async write(value: Res | Buffer | Framed): Promise<void> {
+    if (value instanceof Framed) {
+      const payload = value.buffer.length - RESPONSE_HEADROOM;
+      if (payload === 0) return;
+      if (payload <= this.limits.writeMessageBytes)
+        return this.writeOne(encodeDataResponse(value.buffer) as unknown as Res);
+      return this.write(value.buffer.subarray(RESPONSE_HEADROOM));
+    }
     if (!Buffer.isBuffer(value)) return this.writeOne(value);
     const step = this.limits.writeMessageBytes;
     for (let at = 0; at < value.length; at += step) {
