@@ -1,9 +1,11 @@
 /**
  * Wiring and shutdown only: config → KEK providers → data keys → pool → envelope service → server.
  */
+import type { TokenCredential } from '@azure/identity';
 import { UncachedDataKeys } from './cache/data-keys';
 import type { Config } from './config/config';
 import { EnvelopeService } from './envelope/service';
+import { createAzureCredential, createAzureProvider } from './kek/azure';
 import { LocalKekProvider } from './kek/local';
 import type { KekProvider } from './kek/provider';
 import { KekRegistry } from './kek/registry';
@@ -29,8 +31,24 @@ export interface Sealbox {
 
 export function buildProviders(config: Config): KekRegistry {
   const byAlias = new Map<string, KekProvider>();
+  // One credential per distinct identity, shared by its keys: one token cache, one Entra ID client.
+  const credentials = new Map<string, TokenCredential>();
   for (const [alias, key] of Object.entries(config.keys)) {
-    byAlias.set(alias, LocalKekProvider.fromFile(key.file));
+    switch (key.provider) {
+      case 'local':
+        byAlias.set(alias, LocalKekProvider.fromFile(key.file));
+        break;
+      case 'azure': {
+        const identity = JSON.stringify(key.credential);
+        let credential = credentials.get(identity);
+        if (!credential) {
+          credential = createAzureCredential(key.credential);
+          credentials.set(identity, credential);
+        }
+        byAlias.set(alias, createAzureProvider(key, { credential }));
+        break;
+      }
+    }
   }
   return new KekRegistry(byAlias);
 }

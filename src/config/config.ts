@@ -20,6 +20,68 @@ const localKey = z.object({
   file: z.string().min(1),
 });
 
+/** True for https://host[:port] with nothing after it (a trailing slash is fine). */
+function isVaultOrigin(text: string): boolean {
+  try {
+    const url = new URL(text);
+    return (
+      url.protocol === 'https:' &&
+      !url.username &&
+      !url.password &&
+      !url.search &&
+      !url.hash &&
+      (url.pathname === '/' || url.pathname === '')
+    );
+  } catch {
+    return false;
+  }
+}
+
+const azureCredential = z
+  .object({
+    /** default: DefaultAzureCredential (workload identity, then managed identity, …); static-token: dev vault only. */
+    kind: z.enum(['default', 'workload-identity', 'managed-identity', 'static-token']).default('default'),
+    clientId: z.string().min(1).optional(),
+    tenantId: z.string().min(1).optional(),
+    /** workload-identity: the projected token file; static-token: a file holding the token. */
+    tokenFile: z.string().min(1).optional(),
+    /** static-token only; prefer tokenFile. */
+    token: z.string().min(1).optional(),
+  })
+  .refine((c) => c.kind !== 'static-token' || c.token !== undefined || c.tokenFile !== undefined, {
+    message: 'a static-token credential needs token or tokenFile',
+    path: ['token'],
+  })
+  .refine((c) => c.kind === 'static-token' || c.token === undefined, {
+    message: 'token is only allowed with kind: static-token (the local dev vault)',
+    path: ['token'],
+  });
+
+const azureKey = z.object({
+  provider: z.literal('azure'),
+  /** https://{name}.vault.azure.net, https://{name}.managedhsm.azure.net, or the dev vault's URL. */
+  vaultUrl: z
+    .string()
+    .refine(isVaultOrigin, 'vaultUrl must be https://host[:port], with no path, query or credentials'),
+  keyName: z.string().regex(/^[0-9A-Za-z-]{1,127}$/, 'keyName must be 1-127 letters, digits or dashes'),
+  credential: azureCredential.prefault({}),
+  /** PEM CA the vault's TLS certificate chains to (dev vault); replaces the default CAs for this vault only. */
+  caFile: z.string().min(1).optional(),
+  retry: z
+    .object({
+      maxAttempts: size(1, 10).default(3),
+      baseDelayMs: size(0, 60_000).default(250),
+      maxDelayMs: size(0, 120_000).default(4_000),
+      /** Deadline per vault call, all attempts and waits included. */
+      timeoutMs: size(100, 300_000).default(10_000),
+    })
+    .refine((r) => r.maxDelayMs >= r.baseDelayMs, {
+      message: 'must be >= retry.baseDelayMs',
+      path: ['maxDelayMs'],
+    })
+    .prefault({}),
+});
+
 const tcpListener = z.object({
   host: z.string().min(1).default('127.0.0.1'),
   port: z.number().int().min(0).max(65535),
@@ -41,7 +103,10 @@ export const configSchema = z.object({
     .refine((l) => l.socket !== null || l.tcp !== null, 'listen needs a socket or a tcp listener'),
   /** Key aliases callers may name, each bound to a KEK provider. */
   keys: z
-    .record(z.string().regex(/^[A-Za-z0-9._-]{1,64}$/, 'key aliases are 1-64 of A-Z a-z 0-9 . _ -'), localKey)
+    .record(
+      z.string().regex(/^[A-Za-z0-9._-]{1,64}$/, 'key aliases are 1-64 of A-Z a-z 0-9 . _ -'),
+      z.discriminatedUnion('provider', [localKey, azureKey]),
+    )
     .default({}),
   envelope: z
     .object({

@@ -91,3 +91,47 @@ test('bad flag values and unreadable files are ConfigErrors that say where', () 
   writeFileSync(broken, '{ not json');
   assert.throws(() => loadConfig({ flags: { config: broken } }), /is not valid JSON/);
 });
+
+const azureBase = { provider: 'azure', vaultUrl: 'https://v.vault.azure.net', keyName: 'payments' };
+
+test('an Azure key: defaults to DefaultAzureCredential and bounded retries', () => {
+  const config = validateConfig({ keys: { pay: azureBase } });
+  const key = config.keys['pay'];
+  assert.ok(key && key.provider === 'azure');
+  assert.equal(key.credential.kind, 'default');
+  assert.equal(key.retry.maxAttempts, 3);
+});
+
+const badAzure: Array<[string, unknown, RegExp]> = [
+  [
+    'a vault URL with a path',
+    { ...azureBase, vaultUrl: 'https://v.vault.azure.net/keys' },
+    /keys\.k\.vaultUrl/,
+  ],
+  ['a plain-http vault URL', { ...azureBase, vaultUrl: 'http://v.vault.azure.net' }, /keys\.k\.vaultUrl/],
+  ['a key name with a slash', { ...azureBase, keyName: 'a/b' }, /keys\.k\.keyName/],
+  [
+    'static-token without a token',
+    { ...azureBase, credential: { kind: 'static-token' } },
+    /static-token credential needs token/,
+  ],
+  [
+    'a token on DefaultAzureCredential',
+    { ...azureBase, credential: { token: 't' } },
+    /only allowed with kind: static-token/,
+  ],
+  [
+    'max delay below base delay',
+    { ...azureBase, retry: { baseDelayMs: 500, maxDelayMs: 100 } },
+    /maxDelayMs/,
+  ],
+];
+
+for (const [name, key, message] of badAzure) {
+  test(`Azure key rejected with the field named: ${name}`, () => {
+    assert.throws(
+      () => validateConfig({ keys: { k: key } }),
+      (err: unknown) => err instanceof ConfigError && message.test(err.message),
+    );
+  });
+}
