@@ -1,0 +1,178 @@
+/**
+ * Test and benchmark controls of the dev vault: Key Vault–like throttling, injected latency, injected
+ * 5xx errors and dropped connections, and per-operation call counters.
+ *
+ * Throttling follows Azure Key Vault's published service limits ("Azure Key Vault service limits",
+ * https://learn.microsoft.com/azure/key-vault/general/service-limits, key transactions per vault per
+ * region in 10 seconds):
+ *
+ *   key type       HSM CREATE   HSM other   software CREATE   software other
+ *   RSA 2048-bit       10         2,000           20              4,000
+ *   RSA 3072-bit       10           500           20              1,000
+ *   RSA 4096-bit       10           250           20                500
+ *   secrets, managed storage and vault transactions (list, deleted-key reads): 4,000
+ *
+ * "The throttling thresholds are weighted, and enforcement is on their sum": 250 RSA-HSM-4096 operations
+ * use up the window exactly as 2,000 RSA-HSM-2048 ones do. We keep one weighted sum per class of limit
+ * (key transactions, creates, vault transactions) over a fixed window that opens at the first counted
+ * request. Requests answered 429 are not counted, as Key Vault documents.
+ *
+ * Symmetric (oct-HSM) keys exist only on Managed HSM, which publishes no per-10 s crypto limit (its scaling
+ * guidance says it does not throttle crypto operations); we default `oct` to 2,000, the HSM-key figure, so
+ * that throttling of symmetric keys can still be exercised.
+ */
+
+/** The throttling classes of key transactions (DevVaultOptions.throttling.limitsPer10s keys). */
+export type ThrottleClass =
+  | 'rsa2048'
+  | 'rsa3072'
+  | 'rsa4096'
+  | 'rsaHsm2048'
+  | 'rsaHsm3072'
+  | 'rsaHsm4096'
+  | 'oct';
+
+/** Azure's published "all other transactions" limits per 10 s (see the module comment). */
+export const AZURE_KEY_LIMITS_PER_10S: Readonly<Record<ThrottleClass, number>> = {
+  rsa2048: 4000,
+  rsa3072: 1000,
+  rsa4096: 500,
+  rsaHsm2048: 2000,
+  rsaHsm3072: 500,
+  rsaHsm4096: 250,
+  oct: 2000,
+};
+
+/** Azure's CREATE key limits per 10 s (software keys, HSM keys); import and rotate count as creates. */
+export const AZURE_CREATE_LIMITS_PER_10S = { software: 20, hsm: 10 } as const;
+
+/** Azure's limit on vault transactions that name no single key (list, deleted-key listing) per 10 s. */
+export const AZURE_VAULT_LIMIT_PER_10S = 4000;
+
+/** Throttling settings (DevVaultOptions.throttling). */
+export interface ThrottleSettings {
+  readonly enabled: boolean;
+  /** Overrides of AZURE_KEY_LIMITS_PER_10S, per class. */
+  readonly limitsPer10s?: Partial<Record<ThrottleClass, number>>;
+  /** Window length; 10 000 ms as in Azure. Shorter windows keep 429 + Retry-After tests fast. */
+  readonly windowMs?: number;
+}
+
+/** What one request costs: a key transaction of a class, a create, or a vault transaction. */
+export type ThrottleCharge =
+  | { readonly kind: 'key'; readonly cls: ThrottleClass }
+  | { readonly kind: 'create'; readonly hsm: boolean }
+  | { readonly kind: 'vault' };
+
+/** The throttling class of a key version. */
+export function throttleClassOf(kty: string, sizeBits: number): ThrottleClass {
+  if (kty === 'oct-HSM' || kty === 'oct') return 'oct';
+  const hsm = kty.endsWith('-HSM');
+  const size = sizeBits >= 4096 ? 4096 : sizeBits >= 3072 ? 3072 : 2048;
+  return `${hsm ? 'rsaHsm' : 'rsa'}${size}` as ThrottleClass;
+}
+
+/** Weighted fixed-window throttle; see the module comment. */
+export class Throttle {
+  private settings: ThrottleSettings = { enabled: false };
+  private windowStart = 0;
+  private readonly used = { key: 0, create: 0, vault: 0 };
+
+  constructor(
+    settings: ThrottleSettings | undefined,
+    private readonly now: () => number = Date.now,
+  ) {
+    if (settings !== undefined) this.configure(settings);
+  }
+
+  /** Replaces the settings and starts a fresh window. */
+  configure(settings: ThrottleSettings): void {
+    this.settings = settings;
+    this.windowStart = 0;
+    this.used.key = this.used.create = this.used.vault = 0;
+  }
+
+  /**
+   * Charges `charge` against the current window. Returns undefined when the request may proceed, or the
+   * whole seconds (at least 1) until the window ends when it must be answered 429.
+   */
+  admit(charge: ThrottleCharge): number | undefined {
+    if (!this.settings.enabled) return undefined;
+    const windowMs = this.settings.windowMs ?? 10_000;
+    const now = this.now();
+    if (now - this.windowStart >= windowMs) {
+      this.windowStart = now;
+      this.used.key = this.used.create = this.used.vault = 0;
+    }
+    const weight = 1 / this.limitOf(charge);
+    // The epsilon keeps exactly-at-limit sums of 1/limit from failing on float rounding.
+    if (this.used[charge.kind] + weight > 1 + 1e-9) {
+      return Math.max(1, Math.ceil((this.windowStart + windowMs - now) / 1000));
+    }
+    this.used[charge.kind] += weight;
+    return undefined;
+  }
+
+  private limitOf(charge: ThrottleCharge): number {
+    switch (charge.kind) {
+      case 'key':
+        return this.settings.limitsPer10s?.[charge.cls] ?? AZURE_KEY_LIMITS_PER_10S[charge.cls];
+      case 'create':
+        return charge.hsm ? AZURE_CREATE_LIMITS_PER_10S.hsm : AZURE_CREATE_LIMITS_PER_10S.software;
+      case 'vault':
+        return AZURE_VAULT_LIMIT_PER_10S;
+    }
+  }
+}
+
+/** Injected latency: every Key Vault request waits fixedMs plus a uniform draw from [0, jitterMs]. */
+export interface LatencySettings {
+  readonly fixedMs: number;
+  readonly jitterMs: number;
+}
+
+/** What the fault injector decided for one request. */
+export type FaultDecision = 'none' | 'drop' | 500 | 503;
+
+/** Latency, error and drop injection with a replaceable random source (for deterministic tests). */
+export class Faults {
+  latency: LatencySettings = { fixedMs: 0, jitterMs: 0 };
+  /** Probability in [0, 1] of answering 500 or 503 (evenly) with a Key Vault error body. */
+  errorRate = 0;
+  /** Probability in [0, 1] of destroying the connection without an answer. */
+  dropRate = 0;
+
+  constructor(private readonly random: () => number = Math.random) {}
+
+  /** Milliseconds this request should wait before it is handled. */
+  delayMs(): number {
+    const { fixedMs, jitterMs } = this.latency;
+    return fixedMs + (jitterMs > 0 ? this.random() * jitterMs : 0);
+  }
+
+  /** Drop first, then error: a dropped connection never also counts as an error. */
+  decide(): FaultDecision {
+    if (this.dropRate > 0 && this.random() < this.dropRate) return 'drop';
+    if (this.errorRate > 0 && this.random() < this.errorRate) return this.random() < 0.5 ? 500 : 503;
+    return 'none';
+  }
+}
+
+/** Per-operation call counters ("wrapKey", "wrapKey/<key name>", "throttled", …). */
+export class Counters {
+  private readonly counts = new Map<string, number>();
+
+  /** Adds one to each of `names`. */
+  bump(...names: string[]): void {
+    for (const name of names) this.counts.set(name, (this.counts.get(name) ?? 0) + 1);
+  }
+
+  /** A snapshot, sorted by name. */
+  snapshot(): Record<string, number> {
+    return Object.fromEntries([...this.counts].sort(([a], [b]) => (a < b ? -1 : a > b ? 1 : 0)));
+  }
+
+  reset(): void {
+    this.counts.clear();
+  }
+}
