@@ -31,7 +31,7 @@ Flags for serve and dev:
   --tcp HOST:PORT       also listen on TCP (loopback by default); also SEALBOX_TCP
   --data-dir DIR        sealbox's state directory; also SEALBOX_DATA_DIR
   --log-level LEVEL     fatal|error|warn|info|debug|trace|silent; also SEALBOX_LOG_LEVEL
-  --pool-mode MODE      workers|inline; also SEALBOX_POOL_MODE
+  --pool-mode MODE      auto|workers|inline; also SEALBOX_POOL_MODE
   --pool-threads N      worker threads; also SEALBOX_POOL_THREADS
   -h, --help            this help
 

@@ -11,7 +11,7 @@ import type { KekProvider } from './kek/provider';
 import { KekRegistry } from './kek/registry';
 import { createLogger, type Logger } from './log/logger';
 import { ByteBudget } from './pool/budget';
-import { ChunkPool, type PoolStats } from './pool/pool';
+import { ChunkPool, type PoolStats, resolvePoolMode } from './pool/pool';
 import { type RunningServer, startServer } from './server/server';
 
 /** Live counters for metrics and tests. */
@@ -74,7 +74,7 @@ export async function startSealbox(
     throw err;
   }
   log.info(
-    { addresses: server.addresses, keys: registry.aliases(), pool: config.pool.mode },
+    { addresses: server.addresses, keys: registry.aliases(), pool: resolvePoolMode(config.pool.mode) },
     'sealbox listening',
   );
   let closing: Promise<void> | undefined;

@@ -136,7 +136,13 @@ export const configSchema = z.object({
     .prefault({}),
   pool: z
     .object({
-      mode: z.enum(['workers', 'inline']).default('workers'),
+      /**
+       * Where AES runs. "workers": batches go to piscina threads, the main thread does I/O only.
+       * "inline": on the main thread. "auto" (default): inline on machines with ≤ 2 cores, where it
+       * measured 2-2.5× faster than workers for one stream (client, main thread and workers compete
+       * for the same cores; README "Performance"); workers above that.
+       */
+      mode: z.enum(['auto', 'workers', 'inline']).default('auto'),
       threads: size(1, 256).default(availableParallelism()),
       maxQueue: size(1, 1_000_000).default(1024),
       inlineBelowBytes: size(0, 64 * MiB).default(64 * KiB),

@@ -12,8 +12,11 @@ import { ErrorCode, SealboxError } from '../errors';
 import { type OpenFailure, SKIPPED } from './worker';
 
 export interface PoolOptions {
-  /** "workers": batches at or above `inlineBelowBytes` go to piscina; "inline": everything on the main thread. */
-  readonly mode: 'workers' | 'inline';
+  /**
+   * "workers": batches at or above `inlineBelowBytes` go to piscina; "inline": everything on the main
+   * thread; "auto": inline on ≤ 2 cores, workers above (see config.ts).
+   */
+  readonly mode: 'auto' | 'workers' | 'inline';
   /** Worker threads; default the number of cores. */
   readonly threads?: number;
   /** Tasks that may wait for a worker before new ones are refused with OVERLOADED. */
@@ -39,7 +42,7 @@ export class ChunkPool {
   private readonly flags = new WeakMap<AbortSignal, Int32Array>();
 
   constructor(private readonly options: PoolOptions) {
-    if (options.mode === 'workers') {
+    if (resolvePoolMode(options.mode) === 'workers') {
       const threads = options.threads ?? availableParallelism();
       this.piscina = new Piscina({
         filename: join(__dirname, 'worker.js'),
@@ -142,6 +145,12 @@ export class ChunkPool {
 
 function cancelled(): SealboxError {
   return new SealboxError(ErrorCode.CANCELLED, 'call cancelled; its pending chunks were dropped');
+}
+
+/** The mode "auto" stands for on this machine. */
+export function resolvePoolMode(mode: PoolOptions['mode']): 'workers' | 'inline' {
+  if (mode !== 'auto') return mode;
+  return availableParallelism() > 2 ? 'workers' : 'inline';
 }
 
 function asBuffer(value: unknown): Buffer {

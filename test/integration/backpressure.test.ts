@@ -15,7 +15,7 @@ const MiB = 1024 * 1024;
 let box: TestSealbox;
 
 before(async () => {
-  box = await startTestSealbox({ pool: { inlineBelowBytes: 0 } });
+  box = await startTestSealbox({ pool: { mode: 'workers', inlineBelowBytes: 0 } });
 });
 after(() => box.close());
 

@@ -30,7 +30,7 @@ const MiB = 1024 * KiB;
 const POOLS: ReadonlyArray<{ name: string; config: ConfigInput }> = [
   { name: 'inline pool', config: { pool: { mode: 'inline' } } },
   // inlineBelowBytes 0 sends even one-chunk batches to the workers.
-  { name: 'worker pool', config: { pool: { inlineBelowBytes: 0 } } },
+  { name: 'worker pool', config: { pool: { mode: 'workers', inlineBelowBytes: 0 } } },
 ];
 
 /** Sizes around the chunk boundaries for chunk size `c`. */

@@ -138,7 +138,7 @@ const setups: Array<{ name: string; overrides: Parameters<typeof startTestSealbo
   { name: 'defaults', overrides: {} },
   {
     name: 'one chunk per worker task',
-    overrides: { envelope: { batchBytes: CHUNK }, pool: { inlineBelowBytes: 0 } },
+    overrides: { envelope: { batchBytes: CHUNK }, pool: { mode: 'workers', inlineBelowBytes: 0 } },
   },
 ];
 

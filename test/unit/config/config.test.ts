@@ -7,14 +7,14 @@ import { ConfigError, loadConfig, validateConfig } from '../../../src/config/con
 
 const dir = mkdtempSync(join(tmpdir(), 'sealbox-config-'));
 
-test('defaults: Unix socket 0600, no TCP, 64 KiB chunks, 4 MiB unary limit, workers pool', () => {
+test('defaults: Unix socket 0600, no TCP, 64 KiB chunks, 4 MiB unary limit, auto pool', () => {
   const config = loadConfig();
   assert.equal(config.listen.socket, '/run/sealbox/sealbox.sock');
   assert.equal(config.listen.socketMode, 0o600);
   assert.equal(config.listen.tcp, null);
   assert.equal(config.envelope.defaultChunkSize, 65536);
   assert.equal(config.envelope.unaryMaxBytes, 4 * 1024 * 1024);
-  assert.equal(config.pool.mode, 'workers');
+  assert.equal(config.pool.mode, 'auto');
   assert.ok(config.pool.threads >= 1);
 });
 
@@ -57,7 +57,7 @@ const bad: Array<[string, unknown, RegExp]> = [
     { envelope: { defaultChunkSize: 8 * 1024 * 1024 } },
     /envelope\.defaultChunkSize/,
   ],
-  ['unknown pool mode', { pool: { mode: 'gpu' } }, /pool\.mode.*(workers|inline)/s],
+  ['unknown pool mode', { pool: { mode: 'gpu' } }, /pool\.mode.*(auto|workers|inline)/s],
   ['zero threads', { pool: { threads: 0 } }, /pool\.threads/],
   ['no listener at all', { listen: { socket: null, tcp: null } }, /listen needs a socket or a tcp listener/],
   ['port out of range', { listen: { tcp: { port: 70000 } } }, /listen\.tcp\.port/],
