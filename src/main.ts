@@ -2,6 +2,7 @@
  * Wiring and shutdown only: config → KEK providers → data keys → pool → envelope service → server.
  */
 import type { TokenCredential } from '@azure/identity';
+import { CachedDataKeys, type CacheStats } from './cache/cached-data-keys';
 import { UncachedDataKeys } from './cache/data-keys';
 import type { Config } from './config/config';
 import { EnvelopeService } from './envelope/service';
@@ -10,21 +11,41 @@ import { LocalKekProvider } from './kek/local';
 import type { KekProvider } from './kek/provider';
 import { KekRegistry } from './kek/registry';
 import { createLogger, type Logger } from './log/logger';
-import { ByteBudget } from './pool/budget';
 import { ChunkPool, type PoolStats, resolvePoolMode } from './pool/pool';
 import { type RunningServer, startServer } from './server/server';
+import { ByteBudget } from './util/budget';
 
 /** Live counters for metrics and tests. */
 export interface SealboxStats {
   /** Bytes held by calls in flight (the shared ByteBudget). */
   readonly bytesInFlight: number;
   readonly pool: PoolStats;
+  readonly cache: CacheStats;
 }
+
+/** Hooks for tests. */
+export interface SealboxHooks {
+  /** Called with every buffer the DEK cache stores a DEK in. */
+  readonly trackDek?: (buffer: Buffer) => void;
+}
+
+const CACHE_OFF: CacheStats = {
+  enabled: false,
+  hits: { encrypt: 0, decrypt: 0 },
+  misses: { encrypt: 0, decrypt: 0 },
+  coalesced: 0,
+  blockingMisses: 0,
+  evictions: {},
+  entries: { encrypt: 0, decrypt: 0 },
+  vaultCalls: { inFlight: 0, maxInFlight: 0 },
+};
 
 export interface Sealbox {
   readonly server: RunningServer;
   readonly log: Logger;
   stats(): SealboxStats;
+  /** Zeroes and drops every cached DEK. */
+  flushCache(): void;
   /** Drains calls (up to the configured grace), then releases the pool and zeroes key material. */
   close(): Promise<void>;
 }
@@ -57,13 +78,20 @@ export function buildProviders(config: Config): KekRegistry {
 export async function startSealbox(
   config: Config,
   log: Logger = createLogger(config.log.level),
+  hooks: SealboxHooks = {},
 ): Promise<Sealbox> {
   const registry = buildProviders(config);
+  const cache = config.cache.enabled
+    ? new CachedDataKeys(registry, config.cache, {
+        ...hooks,
+        onRefreshError: (alias, err) => log.warn({ alias, err }, 'background DEK refresh failed; will retry'),
+      })
+    : undefined;
   const pool = new ChunkPool({
     ...config.pool,
     onWorkerError: (err) => log.error({ err }, 'worker thread failed'),
   });
-  const service = new EnvelopeService(new UncachedDataKeys(registry), pool, config.envelope);
+  const service = new EnvelopeService(cache ?? new UncachedDataKeys(registry), pool, config.envelope);
   const budget = new ByteBudget(config.stream.maxInFlightBytes);
   let server: RunningServer;
   try {
@@ -81,10 +109,12 @@ export async function startSealbox(
   return {
     server,
     log,
-    stats: () => ({ bytesInFlight: budget.inUse, pool: pool.stats }),
+    stats: () => ({ bytesInFlight: budget.inUse, pool: pool.stats, cache: cache?.stats() ?? CACHE_OFF }),
+    flushCache: () => cache?.flush(),
     close() {
       closing ??= (async () => {
         await server.stop(config.shutdown.graceMs);
+        cache?.close();
         await pool.close();
         await registry.close();
         log.info('sealbox stopped');

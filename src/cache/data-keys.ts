@@ -18,6 +18,8 @@ export const DEK_BYTES = 32;
 export interface EncryptKeys {
   readonly wrapped: WrappedKey;
   readonly keys: MessageKeys;
+  /** Counts plaintext sealed under this DEK (streams call it as bytes pass), for byte budgets. */
+  account(bytes: number): void;
 }
 
 export interface DataKeySource {
@@ -39,6 +41,7 @@ export class UncachedDataKeys implements DataKeySource {
       return {
         wrapped: { keyId: result.keyId, wrapAlgorithm: result.algorithm, wrappedDek: result.wrapped },
         keys: deriveMessageKeys(dek, messageId),
+        account: () => {},
       };
     } finally {
       dek.fill(0);

@@ -134,6 +134,34 @@ export const configSchema = z.object({
       writeMessageBytes: size(4 * KiB, 4 * MiB).default(2 * MiB),
     })
     .prefault({}),
+  cache: z
+    .object({
+      /** false: one vault call per operation (the benchmark's baseline). */
+      enabled: z.boolean().default(true),
+      /** Distinct vault calls in flight at once; beyond that callers queue (with their deadline). */
+      maxConcurrentVaultCalls: size(1, 1024).default(16),
+      encrypt: z
+        .object({
+          /** Required bound on how long one DEK seals new messages. */
+          maxAgeMs: size(100, 24 * 3600_000).default(300_000),
+          maxMessages: size(1, 2 ** 32).default(1_000_000),
+          /** Plaintext bytes sealed under one DEK (streams count as they pass). */
+          maxBytes: size(1 * MiB, 2 ** 40).default(2 ** 36),
+          /** Fraction of any budget at which a replacement DEK is wrapped in the background; 0 = off. */
+          refreshAhead: z
+            .number()
+            .refine((v) => v === 0 || (v >= 0.5 && v <= 0.95), 'refreshAhead is 0 (off) or 0.5..0.95')
+            .default(0.75),
+        })
+        .prefault({}),
+      decrypt: z
+        .object({
+          maxEntries: size(1, 1_000_000).default(10_000),
+          ttlMs: size(100, 24 * 3600_000).default(300_000),
+        })
+        .prefault({}),
+    })
+    .prefault({}),
   pool: z
     .object({
       /**

@@ -113,7 +113,7 @@ export class EnvelopeService {
     }
     const contextBytes = encodeContext(context);
     const messageId = randomBytes(MESSAGE_ID_BYTES);
-    const { wrapped, keys } = await this.keys.forEncrypt(alias, messageId, signal);
+    const { wrapped, keys, account } = await this.keys.forEncrypt(alias, messageId, signal);
     try {
       const header = buildHeader({ messageId, chunkSize: size, contextBytes, ...wrapped }, keys);
       return new EncryptSession(
@@ -123,6 +123,7 @@ export class EnvelopeService {
         header,
         { keyId: wrapped.keyId, context: { ...context } },
         new PlaintextFramer(size, this.chunksPerSegment(size), this.mustOwn),
+        account,
       );
     } catch (err) {
       zeroMessageKeys(keys);
@@ -165,10 +166,13 @@ export class EncryptSession {
     readonly header: Buffer,
     readonly info: MessageInfo,
     private readonly framer: PlaintextFramer,
+    /** Tells the DEK's owner how many plaintext bytes this message sealed (byte budgets). */
+    private readonly account: (bytes: number) => void,
   ) {}
 
   /** Accepts plaintext; returns the whole non-final segments it completed, in order. */
   push(plaintext: Buffer): Segment[] {
+    this.account(plaintext.length);
     return this.framer.push(plaintext);
   }
 

@@ -11,7 +11,7 @@ import type { DecryptStreamResponse } from '../gen/sealbox/v1/DecryptStreamRespo
 import type { EncryptStreamRequest__Output } from '../gen/sealbox/v1/EncryptStreamRequest';
 import type { EncryptStreamResponse } from '../gen/sealbox/v1/EncryptStreamResponse';
 import type { Logger } from '../log/logger';
-import type { ByteBudget } from '../pool/budget';
+import type { ByteBudget } from '../util/budget';
 import { toServiceError } from './status';
 import { Framed, StreamCall, type StreamLimits } from './stream-call';
 import { RESPONSE_HEADROOM } from './wire';

@@ -12,7 +12,7 @@ import { once } from 'node:events';
 import type { ServerDuplexStream } from '@grpc/grpc-js';
 import { ErrorCode, SealboxError } from '../errors';
 import type { Logger } from '../log/logger';
-import type { ByteBudget } from '../pool/budget';
+import type { ByteBudget } from '../util/budget';
 import { toServiceError } from './status';
 import { encodeDataResponse, RESPONSE_HEADROOM } from './wire';
 

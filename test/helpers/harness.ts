@@ -10,7 +10,7 @@ import { connectEnvelope } from '../../src/client/client';
 import { type Config, type ConfigInput, validateConfig } from '../../src/config/config';
 import { createLocalKeyFile } from '../../src/kek/local';
 import { createLogger } from '../../src/log/logger';
-import { type Sealbox, startSealbox } from '../../src/main';
+import { type Sealbox, type SealboxHooks, startSealbox } from '../../src/main';
 
 export interface TestSealbox {
   readonly sealbox: Sealbox;
@@ -26,7 +26,10 @@ export interface TestSealbox {
 }
 
 /** Deep-merges `overrides` into the test defaults. */
-export async function startTestSealbox(overrides: ConfigInput = {}): Promise<TestSealbox> {
+export async function startTestSealbox(
+  overrides: ConfigInput = {},
+  hooks: SealboxHooks = {},
+): Promise<TestSealbox> {
   const dir = mkdtempSync(join(tmpdir(), 'sealbox-test-'));
   const keyFile = join(dir, 'kek.json');
   createLocalKeyFile(keyFile, 'test');
@@ -40,7 +43,7 @@ export async function startTestSealbox(overrides: ConfigInput = {}): Promise<Tes
     shutdown: { graceMs: 2000 },
   };
   const config = validateConfig(merge(base, overrides as Record<string, unknown>));
-  const sealbox = await startSealbox(config, createLogger(config.log.level));
+  const sealbox = await startSealbox(config, createLogger(config.log.level), hooks);
   const target = `unix:${socketPath}`;
   const client = connectEnvelope(target);
   return {

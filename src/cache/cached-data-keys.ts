@@ -1,0 +1,418 @@
+/**
+ * The DEK cache: vault calls drop from one per message to one per key.
+ *
+ * Encrypt side — per alias one active DEK, generated locally (CSPRNG) and wrapped once, sealing many
+ * messages. Reuse is safe because every message derives its own AES key from the DEK and a random
+ * 256-bit message id (kdf.ts). A DEK retires for new messages when its age, message count or byte
+ * count passes its budget. Refresh-ahead: once any budget is `refreshAhead` spent, a replacement is
+ * wrapped in the background, so no request waits on the vault when the active DEK retires.
+ *
+ * Decrypt side — unwrapped DEKs in an LRU (lru-cache) keyed by (versioned key id, SHA-256 of the
+ * wrapped DEK), bounded by entries and TTL. Concurrent misses for one wrapped DEK share a single
+ * unwrap (single-flight); a failed unwrap is never cached and fails only the callers that waited on it.
+ *
+ * Fan-out bound — at most `maxConcurrentVaultCalls` distinct vault calls in flight; further callers
+ * queue with their own deadline, so a cold start over many DEKs cannot trip vault throttling.
+ *
+ * Zeroization — every DEK lives in one buffer owned here; it is zero-filled on retirement, eviction,
+ * expiry, flush and close (lru-cache `dispose`). Only per-message derived keys leave this module.
+ * (A garbage-collected runtime may have copied bytes elsewhere; docs/SECURITY.md says what this does
+ * and does not guarantee.)
+ */
+import { createHash, randomBytes } from 'node:crypto';
+import { LRUCache } from 'lru-cache';
+import type { Header } from '../crypto/format';
+import { deriveMessageKeys, type MessageKeys } from '../crypto/kdf';
+import type { WrappedKey } from '../crypto/message';
+import { ErrorCode, SealboxError } from '../errors';
+import type { KekRegistry } from '../kek/registry';
+import { ByteBudget } from '../util/budget';
+import { type DataKeySource, DEK_BYTES, type EncryptKeys } from './data-keys';
+
+export interface CacheOptions {
+  readonly maxConcurrentVaultCalls: number;
+  readonly encrypt: {
+    readonly maxAgeMs: number;
+    readonly maxMessages: number;
+    readonly maxBytes: number;
+    /** 0 = off; else the fraction of any budget at which a replacement is prepared. */
+    readonly refreshAhead: number;
+  };
+  readonly decrypt: { readonly maxEntries: number; readonly ttlMs: number };
+}
+
+/** Test and metrics hooks. */
+export interface CacheHooks {
+  /** Called with every buffer the cache stores a DEK in (tests check they end up zeroed). */
+  readonly trackDek?: (buffer: Buffer) => void;
+  /** Told about background refresh failures (logged by the caller). */
+  readonly onRefreshError?: (alias: string, err: unknown) => void;
+  readonly now?: () => number;
+}
+
+/** Counters for metrics and tests. */
+export interface CacheStats {
+  readonly enabled: boolean;
+  readonly hits: { encrypt: number; decrypt: number };
+  readonly misses: { encrypt: number; decrypt: number };
+  /** Decrypt callers that waited on another caller's in-flight unwrap. */
+  readonly coalesced: number;
+  /** Requests that had to wait on a vault call (wrap or unwrap). */
+  readonly blockingMisses: number;
+  /** DEKs dropped, by reason: retired (a budget ran out), expire, evict (LRU), flush, invalidate. */
+  readonly evictions: Record<string, number>;
+  readonly entries: { encrypt: number; decrypt: number };
+  readonly vaultCalls: { inFlight: number; maxInFlight: number };
+}
+
+/** One DEK sealing new messages under an alias. */
+interface ActiveDek {
+  readonly dek: Buffer;
+  readonly wrapped: WrappedKey;
+  readonly createdAt: number;
+  messages: number;
+  bytes: number;
+  retired: boolean;
+}
+
+/** Per-alias encrypt state. */
+interface AliasState {
+  active?: ActiveDek;
+  /** A replacement being wrapped (refresh-ahead or a blocking miss); shared by everyone who needs it. */
+  pending?: Promise<ActiveDek>;
+  /** A replacement ready to take over when the active DEK retires. */
+  next?: ActiveDek;
+}
+
+/** An unwrap in flight, shared by every caller that missed on the same wrapped DEK. */
+interface Flight {
+  readonly promise: Promise<Buffer>;
+  waiters: number;
+}
+
+export class CachedDataKeys implements DataKeySource {
+  private readonly aliases = new Map<string, AliasState>();
+  private readonly decrypted: LRUCache<string, Buffer>;
+  private readonly flights = new Map<string, Flight>();
+  private readonly vaultSlots: ByteBudget;
+  private readonly now: () => number;
+  private vaultInFlight = 0;
+  private readonly counters = {
+    hits: { encrypt: 0, decrypt: 0 },
+    misses: { encrypt: 0, decrypt: 0 },
+    coalesced: 0,
+    blockingMisses: 0,
+    evictions: {} as Record<string, number>,
+    maxInFlight: 0,
+  };
+
+  constructor(
+    private readonly registry: KekRegistry,
+    private readonly options: CacheOptions,
+    private readonly hooks: CacheHooks = {},
+  ) {
+    this.now = hooks.now ?? Date.now;
+    this.vaultSlots = new ByteBudget(options.maxConcurrentVaultCalls);
+    this.decrypted = new LRUCache<string, Buffer>({
+      max: options.decrypt.maxEntries,
+      ttl: options.decrypt.ttlMs,
+      ttlAutopurge: true,
+      // Postcondition: a DEK leaving the cache for any reason is zeroed.
+      dispose: (dek, _key, reason) => {
+        dek.fill(0);
+        this.evicted(reason === 'delete' ? 'flush' : reason);
+      },
+    });
+  }
+
+  async forEncrypt(alias: string, messageId: Uint8Array, signal?: AbortSignal): Promise<EncryptKeys> {
+    const state = this.stateFor(alias);
+    let active = this.usable(state);
+    if (active) {
+      this.counters.hits.encrypt++;
+    } else {
+      this.counters.misses.encrypt++;
+      this.counters.blockingMisses++;
+      // Loop: while we waited, the replacement may already have been used up (or flushed) by others.
+      while (!active) {
+        const fresh = await this.replacement(alias, state, signal);
+        if (!fresh.retired && fresh !== state.active) {
+          if (!state.active) state.active = fresh;
+          else if (!state.next) state.next = fresh;
+          else this.drop(fresh, 'retired');
+        }
+        active = this.usable(state);
+      }
+    }
+    // Synchronously after the budget check, so concurrent callers can never overrun maxMessages.
+    active.messages++;
+    this.maybeRefresh(alias, state, active);
+    const dek = active;
+    return {
+      wrapped: dek.wrapped,
+      keys: deriveMessageKeys(dek.dek, messageId),
+      account: (bytes: number) => {
+        dek.bytes += bytes;
+        if (dek.bytes >= this.options.encrypt.maxBytes) this.retire(state, dek);
+        else this.maybeRefresh(alias, state, dek);
+      },
+    };
+  }
+
+  async forDecrypt(header: Header, signal?: AbortSignal): Promise<MessageKeys> {
+    const key = `${header.keyId}\n${createHash('sha256').update(header.wrappedDek).digest('hex')}`;
+    const cached = this.decrypted.get(key);
+    if (cached) {
+      this.counters.hits.decrypt++;
+      return deriveMessageKeys(cached, header.messageId);
+    }
+    this.counters.misses.decrypt++;
+    this.counters.blockingMisses++;
+    let flight = this.flights.get(key);
+    if (flight) {
+      this.counters.coalesced++;
+    } else {
+      // The flight takes no caller's signal: it is shared, and one caller giving up must not fail the
+      // others. Each caller bounds its own wait below.
+      const started: Flight = { promise: this.unwrapInto(key, header), waiters: 0 };
+      flight = started;
+      this.flights.set(key, started);
+      // Registered before any waiter's continuation, so the flight leaves the map before its waiters
+      // run: nobody joins a settled flight. A failure is not cached; the next caller retries the vault.
+      const leave = () => {
+        if (this.flights.get(key) === started) this.flights.delete(key);
+      };
+      started.promise.then(leave, leave);
+    }
+    const joined = flight;
+    joined.waiters++;
+    try {
+      // Every waiter derives from the flight's own copy of the DEK, which stays intact until the last
+      // waiter is done — even if the LRU evicts (and zeroes) its entry meanwhile.
+      const dek = await (signal ? abortable(joined.promise, signal) : joined.promise);
+      return deriveMessageKeys(dek, header.messageId);
+    } finally {
+      if (--joined.waiters === 0)
+        joined.promise.then(
+          (dek) => dek.fill(0),
+          () => {},
+        );
+    }
+  }
+
+  /** Zeroes and drops every cached DEK, both sides. */
+  flush(): void {
+    for (const state of this.aliases.values()) {
+      if (state.active) this.retire(state, state.active, 'flush');
+      if (state.next) this.drop(state.next, 'flush');
+      state.next = undefined;
+    }
+    this.decrypted.clear();
+  }
+
+  /** Retires an alias's encrypt DEKs now (key version changed or revoked); the next message wraps anew. */
+  invalidate(alias: string): void {
+    const state = this.aliases.get(alias);
+    if (!state) return;
+    if (state.active) this.retire(state, state.active, 'invalidate');
+    if (state.next) this.drop(state.next, 'invalidate');
+    state.next = undefined;
+  }
+
+  stats(): CacheStats {
+    let encrypt = 0;
+    for (const state of this.aliases.values()) encrypt += (state.active ? 1 : 0) + (state.next ? 1 : 0);
+    return {
+      enabled: true,
+      hits: { ...this.counters.hits },
+      misses: { ...this.counters.misses },
+      coalesced: this.counters.coalesced,
+      blockingMisses: this.counters.blockingMisses,
+      evictions: { ...this.counters.evictions },
+      entries: { encrypt, decrypt: this.decrypted.size },
+      vaultCalls: { inFlight: this.vaultInFlight, maxInFlight: this.counters.maxInFlight },
+    };
+  }
+
+  close(): void {
+    this.flush();
+  }
+
+  // --- encrypt side ---
+
+  private stateFor(alias: string): AliasState {
+    let state = this.aliases.get(alias);
+    if (!state) {
+      // Resolve the alias first so an unknown alias fails with NOT_FOUND and leaves no state behind.
+      this.registry.forAlias(alias);
+      state = {};
+      this.aliases.set(alias, state);
+    }
+    return state;
+  }
+
+  /** The active DEK if it may seal one more message; retires it (and promotes `next`) otherwise. */
+  private usable(state: AliasState): ActiveDek | undefined {
+    const { maxAgeMs, maxMessages, maxBytes } = this.options.encrypt;
+    for (;;) {
+      const active = state.active;
+      if (!active) return undefined;
+      const fresh =
+        !active.retired &&
+        this.now() - active.createdAt < maxAgeMs &&
+        active.messages < maxMessages &&
+        active.bytes < maxBytes;
+      if (fresh) return active;
+      this.retire(state, active);
+      if (state.next) {
+        this.install(state, state.next);
+        state.next = undefined;
+      }
+      if (!state.active) return undefined;
+    }
+  }
+
+  private install(state: AliasState, dek: ActiveDek): void {
+    if (state.active && state.active !== dek) this.retire(state, state.active);
+    state.active = dek;
+    if (state.next === dek) state.next = undefined;
+  }
+
+  /** Retires a DEK for new messages and zeroes it (messages already started hold derived keys only). */
+  private retire(state: AliasState, dek: ActiveDek, reason = 'retired'): void {
+    if (state.active === dek) state.active = undefined;
+    this.drop(dek, reason);
+  }
+
+  private drop(dek: ActiveDek, reason: string): void {
+    if (dek.retired) return;
+    dek.retired = true;
+    dek.dek.fill(0);
+    this.evicted(reason);
+  }
+
+  /** Starts wrapping a replacement in the background once any budget passes the refresh point. */
+  private maybeRefresh(alias: string, state: AliasState, active: ActiveDek): void {
+    const ahead = this.options.encrypt.refreshAhead;
+    if (ahead === 0 || state.pending || state.next || active.retired) return;
+    const { maxAgeMs, maxMessages, maxBytes } = this.options.encrypt;
+    const spent = Math.max(
+      (this.now() - active.createdAt) / maxAgeMs,
+      active.messages / maxMessages,
+      active.bytes / maxBytes,
+    );
+    if (spent < ahead) return;
+    this.replacement(alias, state).then(
+      (next) => {
+        // A blocking caller may already have placed it.
+        if (next.retired || next === state.active || next === state.next) return;
+        if (!state.active || state.active.retired) {
+          state.active = next;
+          return;
+        }
+        if (state.next) this.drop(state.next, 'retired');
+        state.next = next;
+      },
+      (err) => this.hooks.onRefreshError?.(alias, err),
+    );
+  }
+
+  /** A freshly wrapped DEK for `alias`; concurrent callers share one wrap. */
+  private replacement(alias: string, state: AliasState, signal?: AbortSignal): Promise<ActiveDek> {
+    if (!state.pending) {
+      const pending = this.wrapNew(alias).finally(() => {
+        if (state.pending === pending) state.pending = undefined;
+      });
+      state.pending = pending;
+    }
+    return signal ? abortable(state.pending, signal) : state.pending;
+  }
+
+  private async wrapNew(alias: string): Promise<ActiveDek> {
+    const provider = this.registry.forAlias(alias);
+    const dek = Buffer.allocUnsafeSlow(DEK_BYTES);
+    randomBytes(DEK_BYTES).copy(dek);
+    this.hooks.trackDek?.(dek);
+    try {
+      // No caller signal: the wrap is shared, and one caller giving up must not fail the others.
+      const result = await this.vaultCall(() => provider.wrap(dek));
+      return {
+        dek,
+        wrapped: { keyId: result.keyId, wrapAlgorithm: result.algorithm, wrappedDek: result.wrapped },
+        createdAt: this.now(),
+        messages: 0,
+        bytes: 0,
+        retired: false,
+      };
+    } catch (err) {
+      dek.fill(0);
+      throw err;
+    }
+  }
+
+  // --- decrypt side ---
+
+  /** Unwraps into a buffer owned by the flight, and stores a second copy in the LRU. */
+  private async unwrapInto(key: string, header: Header): Promise<Buffer> {
+    const provider = this.registry.forKeyId(header.keyId);
+    const unwrapped = await this.vaultCall(() =>
+      provider.unwrap(header.keyId, header.wrapAlgorithm, header.wrappedDek),
+    );
+    try {
+      if (unwrapped.length !== DEK_BYTES) {
+        throw new SealboxError(
+          ErrorCode.CIPHERTEXT_CORRUPT,
+          `the wrapped data key unwrapped to ${unwrapped.length} bytes, not ${DEK_BYTES}: the header was modified`,
+        );
+      }
+      const stored = Buffer.allocUnsafeSlow(DEK_BYTES);
+      unwrapped.copy(stored);
+      this.hooks.trackDek?.(stored);
+      this.decrypted.set(key, stored);
+      const forWaiters = Buffer.allocUnsafeSlow(DEK_BYTES);
+      unwrapped.copy(forWaiters);
+      this.hooks.trackDek?.(forWaiters);
+      return forWaiters;
+    } finally {
+      unwrapped.fill(0);
+    }
+  }
+
+  // --- vault fan-out ---
+
+  /** Runs a vault call once one of the `maxConcurrentVaultCalls` slots is free. */
+  private async vaultCall<T>(call: () => Promise<T>): Promise<T> {
+    const held = await this.vaultSlots.acquire(1);
+    this.vaultInFlight++;
+    this.counters.maxInFlight = Math.max(this.counters.maxInFlight, this.vaultInFlight);
+    try {
+      return await call();
+    } finally {
+      this.vaultInFlight--;
+      this.vaultSlots.release(held);
+    }
+  }
+
+  private evicted(reason: string): void {
+    this.counters.evictions[reason] = (this.counters.evictions[reason] ?? 0) + 1;
+  }
+}
+
+/** `promise`, or a rejection as soon as `signal` aborts (the shared work itself goes on). */
+function abortable<T>(promise: Promise<T>, signal: AbortSignal): Promise<T> {
+  if (signal.aborted) return Promise.reject(signal.reason);
+  return new Promise<T>((resolve, reject) => {
+    const onAbort = () => reject(signal.reason);
+    signal.addEventListener('abort', onAbort, { once: true });
+    promise.then(
+      (value) => {
+        signal.removeEventListener('abort', onAbort);
+        resolve(value);
+      },
+      (err: unknown) => {
+        signal.removeEventListener('abort', onAbort);
+        reject(err);
+      },
+    );
+  });
+}
