@@ -97,6 +97,8 @@ export class CachedDataKeys implements DataKeySource {
   private readonly vaultSlots: ByteBudget;
   private readonly now: () => number;
   private vaultInFlight = 0;
+  /** After close(), DEKs arriving from vault calls still in flight are zeroed, never stored. */
+  private closed = false;
   private readonly counters = {
     hits: { encrypt: 0, decrypt: 0 },
     misses: { encrypt: 0, decrypt: 0 },
@@ -136,6 +138,10 @@ export class CachedDataKeys implements DataKeySource {
       // Loop: while we waited, the replacement may already have been used up (or flushed) by others.
       while (!active) {
         const fresh = await this.replacement(alias, state, signal);
+        if (this.closed) {
+          this.drop(fresh, 'flush');
+          throw new SealboxError(ErrorCode.CANCELLED, 'sealbox is shutting down');
+        }
         if (!fresh.retired && fresh !== state.active) {
           if (!state.active) state.active = fresh;
           else if (!state.next) state.next = fresh;
@@ -234,7 +240,9 @@ export class CachedDataKeys implements DataKeySource {
     };
   }
 
+  /** Zeroes everything now and anything that vault calls still in flight bring back later. */
   close(): void {
+    this.closed = true;
     this.flush();
   }
 
@@ -304,6 +312,7 @@ export class CachedDataKeys implements DataKeySource {
     if (spent < ahead) return;
     this.replacement(alias, state).then(
       (next) => {
+        if (this.closed) return this.drop(next, 'flush');
         // A blocking caller may already have placed it.
         if (next.retired || next === state.active || next === state.next) return;
         if (!state.active || state.active.retired) {
@@ -359,6 +368,7 @@ export class CachedDataKeys implements DataKeySource {
       provider.unwrap(header.keyId, header.wrapAlgorithm, header.wrappedDek),
     );
     try {
+      if (this.closed) throw new SealboxError(ErrorCode.CANCELLED, 'sealbox is shutting down');
       if (unwrapped.length !== DEK_BYTES) {
         throw new SealboxError(
           ErrorCode.CIPHERTEXT_CORRUPT,
