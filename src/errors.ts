@@ -41,12 +41,15 @@ export type ErrorCode = (typeof ErrorCode)[keyof typeof ErrorCode];
 /** The one error type sealbox raises on purpose. */
 export class SealboxError extends Error {
   override readonly name = 'SealboxError';
+  /** The key version a vault verdict was about (set by KEK providers; drives in-band revocation). */
+  readonly keyId?: string;
   constructor(
     readonly code: ErrorCode,
     message: string,
-    options?: { cause?: unknown },
+    options?: { cause?: unknown; keyId?: string },
   ) {
     super(message, options);
+    if (options?.keyId !== undefined) this.keyId = options.keyId;
   }
 }
 

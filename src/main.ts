@@ -10,6 +10,7 @@ import { createAzureCredential, createAzureProvider } from './kek/azure';
 import { LocalKekProvider } from './kek/local';
 import type { KekProvider } from './kek/provider';
 import { KekRegistry } from './kek/registry';
+import { KeyWatcher } from './kek/watcher';
 import { createLogger, type Logger } from './log/logger';
 import { ChunkPool, type PoolStats, resolvePoolMode } from './pool/pool';
 import { type RunningServer, startServer } from './server/server';
@@ -46,6 +47,8 @@ export interface Sealbox {
   stats(): SealboxStats;
   /** Zeroes and drops every cached DEK. */
   flushCache(): void;
+  /** The key watcher (absent when the cache is off); checkNow() re-checks every key in use. */
+  readonly watcher: KeyWatcher | undefined;
   /** Drains calls (up to the configured grace), then releases the pool and zeroes key material. */
   close(): Promise<void>;
 }
@@ -85,13 +88,22 @@ export async function startSealbox(
     ? new CachedDataKeys(registry, config.cache, {
         ...hooks,
         onRefreshError: (alias, err) => log.warn({ alias, err }, 'background DEK refresh failed; will retry'),
+        onRevoke: (keyId, reason) => log.warn({ keyId, reason }, 'key version revoked'),
+        onRestore: (keyId) => log.info({ keyId }, 'key version restored'),
       })
     : undefined;
+  // Without a cache every operation asks the vault, which enforces key state itself.
+  const watcher = cache ? new KeyWatcher(registry, cache, config.revocation, log) : undefined;
   const pool = new ChunkPool({
     ...config.pool,
     onWorkerError: (err) => log.error({ err }, 'worker thread failed'),
   });
-  const service = new EnvelopeService(cache ?? new UncachedDataKeys(registry), pool, config.envelope);
+  const service = new EnvelopeService(
+    cache ?? new UncachedDataKeys(registry),
+    pool,
+    config.envelope,
+    registry,
+  );
   const budget = new ByteBudget(config.stream.maxInFlightBytes);
   let server: RunningServer;
   try {
@@ -101,6 +113,7 @@ export async function startSealbox(
     await registry.close();
     throw err;
   }
+  watcher?.start();
   log.info(
     { addresses: server.addresses, keys: registry.aliases(), pool: resolvePoolMode(config.pool.mode) },
     'sealbox listening',
@@ -111,8 +124,10 @@ export async function startSealbox(
     log,
     stats: () => ({ bytesInFlight: budget.inUse, pool: pool.stats, cache: cache?.stats() ?? CACHE_OFF }),
     flushCache: () => cache?.flush(),
+    watcher,
     close() {
       closing ??= (async () => {
+        watcher?.stop();
         await server.stop(config.shutdown.graceMs);
         cache?.close();
         await pool.close();

@@ -45,6 +45,9 @@ export interface CacheOptions {
 export interface CacheHooks {
   /** Called with every buffer the cache stores a DEK in (tests check they end up zeroed). */
   readonly trackDek?: (buffer: Buffer) => void;
+  /** Told when a key version starts or stops being refused (logs, metrics). */
+  readonly onRevoke?: (keyId: string, reason: string) => void;
+  readonly onRestore?: (keyId: string) => void;
   /** Told about background refresh failures (logged by the caller). */
   readonly onRefreshError?: (alias: string, err: unknown) => void;
   readonly now?: () => number;
@@ -99,6 +102,10 @@ export class CachedDataKeys implements DataKeySource {
   private vaultInFlight = 0;
   /** After close(), DEKs arriving from vault calls still in flight are zeroed, never stored. */
   private closed = false;
+  /** Key versions refused right now, with the reason (from the key watcher or an in-band vault error). */
+  private readonly revoked = new Map<string, string>();
+  /** The eviction reason to count while revoke() deletes entries. */
+  private deleting: string | undefined;
   private readonly counters = {
     hits: { encrypt: 0, decrypt: 0 },
     misses: { encrypt: 0, decrypt: 0 },
@@ -122,7 +129,7 @@ export class CachedDataKeys implements DataKeySource {
       // Postcondition: a DEK leaving the cache for any reason is zeroed.
       dispose: (dek, _key, reason) => {
         dek.fill(0);
-        this.evicted(reason === 'delete' ? 'flush' : reason);
+        this.evicted(reason === 'delete' ? (this.deleting ?? 'flush') : reason);
       },
     });
   }
@@ -137,7 +144,7 @@ export class CachedDataKeys implements DataKeySource {
       this.counters.blockingMisses++;
       // Loop: while we waited, the replacement may already have been used up (or flushed) by others.
       while (!active) {
-        const fresh = await this.replacement(alias, state, signal);
+        const fresh = await this.inBand(this.replacement(alias, state, signal));
         if (this.closed) {
           this.drop(fresh, 'flush');
           throw new SealboxError(ErrorCode.CANCELLED, 'sealbox is shutting down');
@@ -150,6 +157,7 @@ export class CachedDataKeys implements DataKeySource {
         active = this.usable(state);
       }
     }
+    this.check(active.wrapped.keyId);
     // Synchronously after the budget check, so concurrent callers can never overrun maxMessages.
     active.messages++;
     this.maybeRefresh(alias, state, active);
@@ -166,6 +174,7 @@ export class CachedDataKeys implements DataKeySource {
   }
 
   async forDecrypt(header: Header, signal?: AbortSignal): Promise<MessageKeys> {
+    this.check(header.keyId);
     const key = `${header.keyId}\n${createHash('sha256').update(header.wrappedDek).digest('hex')}`;
     const cached = this.decrypted.get(key);
     if (cached) {
@@ -180,7 +189,7 @@ export class CachedDataKeys implements DataKeySource {
     } else {
       // The flight takes no caller's signal: it is shared, and one caller giving up must not fail the
       // others. Each caller bounds its own wait below.
-      const started: Flight = { promise: this.unwrapInto(key, header), waiters: 0 };
+      const started: Flight = { promise: this.inBand(this.unwrapInto(key, header)), waiters: 0 };
       flight = started;
       this.flights.set(key, started);
       // Registered before any waiter's continuation, so the flight leaves the map before its waiters
@@ -204,6 +213,84 @@ export class CachedDataKeys implements DataKeySource {
           () => {},
         );
     }
+  }
+
+  /**
+   * Refuses a key version from now on and evicts (and zeroes) every DEK under it, on both sides.
+   * Precondition for resuming: restore(keyId) after a good check.
+   */
+  revoke(keyId: string, reason: string): void {
+    const first = !this.revoked.has(keyId);
+    this.revoked.set(keyId, reason);
+    for (const state of this.aliases.values()) {
+      if (state.active?.wrapped.keyId === keyId) this.retire(state, state.active, 'revoked');
+      if (state.next?.wrapped.keyId === keyId) {
+        this.drop(state.next, 'revoked');
+        state.next = undefined;
+      }
+    }
+    this.deleting = 'revoked';
+    try {
+      for (const key of [...this.decrypted.keys()])
+        if (key.startsWith(`${keyId}\n`)) this.decrypted.delete(key);
+    } finally {
+      this.deleting = undefined;
+    }
+    if (first) this.hooks.onRevoke?.(keyId, reason);
+  }
+
+  /** Serves a key version again (the watcher saw it enabled and in date). */
+  restore(keyId: string): void {
+    if (this.revoked.delete(keyId)) this.hooks.onRestore?.(keyId);
+  }
+
+  /** Throws KEY_DISABLED when `keyId` is revoked; sessions call it before every segment. */
+  check(keyId: string): void {
+    const reason = this.revoked.get(keyId);
+    if (reason !== undefined) {
+      throw new SealboxError(
+        ErrorCode.KEY_DISABLED,
+        `key version ${keyId} is refused: ${reason}; sealbox resumes on the next good check after it is enabled again`,
+      );
+    }
+  }
+
+  /** Versions in use: those of cached DEKs and those currently refused (so a re-enable is noticed). */
+  keyIdsInUse(): Set<string> {
+    const ids = new Set<string>(this.revoked.keys());
+    for (const state of this.aliases.values()) {
+      if (state.active && !state.active.retired) ids.add(state.active.wrapped.keyId);
+      if (state.next && !state.next.retired) ids.add(state.next.wrapped.keyId);
+    }
+    for (const key of this.decrypted.keys()) ids.add(key.slice(0, key.indexOf('\n')));
+    return ids;
+  }
+
+  /** Aliases with an active DEK, and that DEK's key id (the watcher compares it with the latest version). */
+  activeKeyIds(): Map<string, string> {
+    const active = new Map<string, string>();
+    for (const [alias, state] of this.aliases)
+      if (state.active) active.set(alias, state.active.wrapped.keyId);
+    return active;
+  }
+
+  /**
+   * In-band revocation: a vault verdict about a key (disabled, deleted, forbidden) on any wrap or
+   * unwrap revokes that version at once, without waiting for the watcher.
+   */
+  private inBand<T>(call: Promise<T>): Promise<T> {
+    return call.catch((err: unknown) => {
+      if (
+        err instanceof SealboxError &&
+        (err.code === ErrorCode.KEY_DISABLED ||
+          err.code === ErrorCode.KEY_NOT_FOUND ||
+          err.code === ErrorCode.PERMISSION_DENIED) &&
+        err.keyId !== undefined
+      ) {
+        this.revoke(err.keyId, `the vault refused it (${err.code})`);
+      }
+      throw err;
+    });
   }
 
   /** Zeroes and drops every cached DEK, both sides. */

@@ -27,6 +27,12 @@ export interface DataKeySource {
   forEncrypt(alias: string, messageId: Uint8Array, signal?: AbortSignal): Promise<EncryptKeys>;
   /** Keys for the message whose (parsed, unverified) header is given. */
   forDecrypt(header: Header, signal?: AbortSignal): Promise<MessageKeys>;
+  /**
+   * Throws KEY_DISABLED if `keyId` has been revoked since the message started; sessions call it before
+   * every segment, so streams in flight stop promptly. Optional: without a cache every operation asks
+   * the vault anyway.
+   */
+  check?(keyId: string): void;
 }
 
 /** One fresh DEK and one wrap call per encrypted message; one unwrap call per decrypted message. */

@@ -162,6 +162,12 @@ export const configSchema = z.object({
         .prefault({}),
     })
     .prefault({}),
+  revocation: z
+    .object({
+      /** How often the key watcher checks every key version in use (jittered ±10 %). */
+      pollIntervalMs: size(1000, 24 * 3600_000).default(30_000),
+    })
+    .prefault({}),
   pool: z
     .object({
       /**

@@ -6,6 +6,8 @@
  * header → PlaintextFramer splits input into chunk-aligned segments → ChunkPool seals each segment.
  * Decryption mirrors it: CiphertextReader → header → keys → verify header and expected context →
  * ChunkPool opens each segment, releasing plaintext only for chunks whose tags verified.
+ * Rewrap (rewrap.ts) rewrites only a header: unwrap the DEK under its version, verify, wrap it under
+ * the current version; it needs the KEK registry, since the DataKeySource never hands out a DEK.
  */
 import { randomBytes } from 'node:crypto';
 import type { DataKeySource } from '../cache/data-keys';
@@ -24,6 +26,13 @@ import { type MessageKeys, zeroMessageKeys } from '../crypto/kdf';
 import { openFailure } from '../crypto/message';
 import { ErrorCode, SealboxError } from '../errors';
 import type { ChunkPool } from '../pool/pool';
+import {
+  type RewrapKeys,
+  type RewrapRequestFields,
+  type RewrapResult,
+  RewrapSession,
+  readRewrapRequest,
+} from './rewrap';
 
 export interface EnvelopeOptions {
   /** Chunk size used when a request does not choose one. */
@@ -45,7 +54,36 @@ export class EnvelopeService {
     private readonly keys: DataKeySource,
     private readonly pool: ChunkPool,
     readonly options: EnvelopeOptions,
+    /** The KEK registry, for Rewrap (it needs the DEK itself); without it Rewrap is unavailable. */
+    private readonly kek?: RewrapKeys,
   ) {}
+
+  /** True when Rewrap can run (the service was given the KEK registry). */
+  get canRewrap(): boolean {
+    return this.kek !== undefined;
+  }
+
+  /** Rewraps one ciphertext's header under its key's current version (unary Rewrap). */
+  async rewrap(request: RewrapRequestFields, signal?: AbortSignal): Promise<RewrapResult> {
+    const item = readRewrapRequest(request);
+    const session = this.beginRewrap(signal);
+    try {
+      return await session.rewrap(item);
+    } finally {
+      session.dispose();
+    }
+  }
+
+  /** Starts a rewrap session for one call; dispose it when the call ends (it zeroes the DEKs it holds). */
+  beginRewrap(signal?: AbortSignal): RewrapSession {
+    if (!this.kek) {
+      throw new SealboxError(
+        ErrorCode.INTERNAL,
+        'Rewrap is not available: the envelope service was built without the KEK registry',
+      );
+    }
+    return new RewrapSession(this.kek, this.keys, signal);
+  }
 
   /** Encrypts a whole message (unary). */
   async encrypt(
@@ -124,6 +162,7 @@ export class EnvelopeService {
         { keyId: wrapped.keyId, context: { ...context } },
         new PlaintextFramer(size, this.chunksPerSegment(size), this.mustOwn),
         account,
+        () => this.keys.check?.(wrapped.keyId),
       );
     } catch (err) {
       zeroMessageKeys(keys);
@@ -168,6 +207,8 @@ export class EncryptSession {
     private readonly framer: PlaintextFramer,
     /** Tells the DEK's owner how many plaintext bytes this message sealed (byte budgets). */
     private readonly account: (bytes: number) => void,
+    /** Throws if the message's key version was revoked meanwhile. */
+    private readonly checkKey: () => void = () => {},
   ) {}
 
   /** Accepts plaintext; returns the whole non-final segments it completed, in order. */
@@ -186,6 +227,11 @@ export class EncryptSession {
    * consumed.
    */
   seal(segment: Segment, signal?: AbortSignal, headroom = 0): Promise<Buffer> {
+    try {
+      this.checkKey();
+    } catch (err) {
+      return Promise.reject(err);
+    }
     return this.pool.seal(
       {
         key: this.keys.encryptionKey,
@@ -256,6 +302,7 @@ export class DecryptSession {
     const header = this.header;
     const keys = this.keys;
     if (!header || !keys) throw new Error('open before the header was verified');
+    this.dataKeys.check?.(header.keyId);
     const result = await this.pool.open(
       {
         key: keys.encryptionKey,

@@ -611,7 +611,8 @@ export function mapVaultError(err: unknown, context: VaultCallContext): SealboxE
   if (err instanceof SealboxError) return err;
   const { operation, keyId, vault } = context;
   const what = `${operation} on ${keyId}`;
-  const fail = (code: ErrorCode, message: string) => new SealboxError(code, message, { cause: err });
+  // Vault verdicts name the key version they are about, so the cache can revoke it in-band.
+  const fail = (code: ErrorCode, message: string) => new SealboxError(code, message, { cause: err, keyId });
 
   if (err instanceof CallAbortedError) {
     return fail(ErrorCode.CANCELLED, `the call was cancelled while waiting for Key Vault (${what})`);

@@ -31,6 +31,11 @@ export interface KekProvider {
   unwrap(keyId: string, algorithm: string, wrapped: Uint8Array, signal?: AbortSignal): Promise<Buffer>;
   /** The state of one key version. */
   status(keyId: string, signal?: AbortSignal): Promise<KeyStatus>;
+  /**
+   * Asks the vault for the current version now (bypassing any cache) and returns its status; the key
+   * watcher calls it every poll so rotations and re-enables are seen promptly. Optional.
+   */
+  refreshCurrentVersion?(signal?: AbortSignal): Promise<KeyStatus>;
   /** True when `keyId` names a version of this provider's key. Pure string check, no I/O. */
   owns(keyId: string): boolean;
   /** Releases clients and zeroes held key material. */

@@ -2,14 +2,17 @@
  * gRPC handlers for sealbox.v1.Envelope: validate the request's shape, hand the work to the
  * envelope service, and answer with a status from the one error table.
  */
-import type { ServerUnaryCall, sendUnaryData } from '@grpc/grpc-js';
+import { type ServerUnaryCall, type ServiceError, type sendUnaryData, status } from '@grpc/grpc-js';
 import type { EnvelopeHandlers } from '../api/proto';
+import { isItemError, type RewrapResult, readRewrapRequest } from '../envelope/rewrap';
 import type { EnvelopeService } from '../envelope/service';
 import { ErrorCode, SealboxError } from '../errors';
 import type { DecryptStreamRequest__Output } from '../gen/sealbox/v1/DecryptStreamRequest';
 import type { DecryptStreamResponse } from '../gen/sealbox/v1/DecryptStreamResponse';
 import type { EncryptStreamRequest__Output } from '../gen/sealbox/v1/EncryptStreamRequest';
 import type { EncryptStreamResponse } from '../gen/sealbox/v1/EncryptStreamResponse';
+import type { RewrapRequest__Output } from '../gen/sealbox/v1/RewrapRequest';
+import type { RewrapResponse } from '../gen/sealbox/v1/RewrapResponse';
 import type { Logger } from '../log/logger';
 import type { ByteBudget } from '../util/budget';
 import { toServiceError } from './status';
@@ -18,6 +21,28 @@ import { RESPONSE_HEADROOM } from './wire';
 
 /** Marks pool output as carrying RESPONSE_HEADROOM reserved bytes. */
 const framed = (output: Promise<Buffer>): Promise<Framed> => output.then((buffer) => new Framed(buffer));
+
+/** The wire form of a rewrap result. */
+const rewrapResponse = (result: RewrapResult): RewrapResponse => ({
+  header: result.header,
+  keyId: result.keyId,
+  previousKeyId: result.previousKeyId,
+  headerLengthBefore: result.headerLengthBefore,
+  changed: result.changed,
+});
+
+/**
+ * A RewrapStream response as StreamCall's type sees it: it never carries `data` (StreamCall sends
+ * non-Buffer results as they are), and naming the property satisfies StreamCall's response bound.
+ */
+type RewrapStreamResponse = RewrapResponse & { data?: undefined };
+
+/** Until main.ts hands the service the KEK registry, Rewrap answers this. */
+const rewrapUnavailable = (): Partial<ServiceError> => ({
+  code: status.UNIMPLEMENTED,
+  details:
+    'Rewrap is not available in this sealbox: the envelope service was started without the KEK registry',
+});
 
 export interface EnvelopeDeps {
   readonly service: EnvelopeService;
@@ -161,6 +186,67 @@ export function envelopeHandlers(deps: EnvelopeDeps): EnvelopeHandlers {
         await stream.submit(last.data.length, () =>
           framed(active.open(last, stream.signal, RESPONSE_HEADROOM)),
         );
+        await stream.complete();
+      })().catch((err) => stream.fail(err));
+    },
+
+    Rewrap(call, callback) {
+      if (!service.canRewrap) {
+        callback(rewrapUnavailable());
+        return;
+      }
+      const request = call.request;
+      unary('Rewrap', call, callback, request.headerOrCiphertext.length, async (signal) =>
+        rewrapResponse(await service.rewrap(request, signal)),
+      );
+    },
+
+    /**
+     * One response per request, in order. At most `limits.maxInFlightSegments` items are rewrapped at
+     * a time (StreamCall's bound), each holding its header's size of the shared byte budget. An item's
+     * own failure becomes its response; any other failure ends the stream naming the item's index.
+     */
+    RewrapStream(call) {
+      if (!service.canRewrap) {
+        call.emit('error', rewrapUnavailable());
+        return;
+      }
+      const stream = new StreamCall<RewrapRequest__Output, RewrapStreamResponse>(
+        call,
+        budget,
+        limits,
+        log,
+        'RewrapStream',
+      );
+      const session = service.beginRewrap(stream.signal);
+      stream.onEnd(() => session.dispose());
+      /** The item's failure as its response, or (not the item's fault) the stream's end. */
+      const failed = (index: number, err: unknown, previousKeyId = ''): RewrapStreamResponse => {
+        if (isItemError(err)) {
+          return { previousKeyId, changed: false, errorCode: err.code, errorMessage: err.message };
+        }
+        if (err instanceof SealboxError) {
+          throw new SealboxError(err.code, `RewrapStream item ${index}: ${err.message}`, { cause: err });
+        }
+        throw err;
+      };
+      (async () => {
+        let index = 0;
+        for await (const request of stream.messages()) {
+          const at = index++;
+          let item: ReturnType<typeof readRewrapRequest>;
+          try {
+            // Parsed now, so the request's bytes (maybe a whole ciphertext) are not kept while it waits.
+            item = readRewrapRequest(request);
+          } catch (err) {
+            await stream.send(failed(at, err));
+            continue;
+          }
+          const previous = item.header.keyId;
+          await stream.submit(item.header.length, () =>
+            session.rewrap(item).then(rewrapResponse, (err: unknown) => failed(at, err, previous)),
+          );
+        }
         await stream.complete();
       })().catch((err) => stream.fail(err));
     },

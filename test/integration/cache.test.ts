@@ -296,7 +296,9 @@ test('4. cache off: 10,000 unary encrypts make 10,000 wrapKey calls', async (t) 
 });
 
 test('5. steady load across DEK retirements: refresh-ahead keeps callers off the vault after warm-up', async (t) => {
-  const maxAgeMs = 400;
+  // A max age well above the event-loop stalls a loaded 2-core CI box can show (p99 ~80 ms, max ~500 ms),
+  // and a run long enough for several retirements.
+  const maxAgeMs = 1000;
   vault.setFaults({ latency: { fixedMs: 15, jitterMs: 0 } });
   try {
     await withSealbox(config({ encrypt: { maxAgeMs, refreshAhead: 0.5 } }), async (box) => {
@@ -315,7 +317,7 @@ test('5. steady load across DEK retirements: refresh-ahead keeps callers off the
       let n = 0;
       await Promise.all(
         Array.from({ length: 64 }, async () => {
-          while (Date.now() - start < 3_000) {
+          while (Date.now() - start < 4_500) {
             const sent = Date.now();
             const { ciphertext } = await encrypt(box.client, ALIAS, plaintextOf(n++));
             const done = Date.now();
@@ -343,7 +345,7 @@ test('5. steady load across DEK retirements: refresh-ahead keeps callers off the
         `no request waited on a wrap after the 0.5 s warm-up (${lag})`,
       );
       assert.ok(count('wrapKey') >= 4, `several retirements: ${countersText()}`);
-      assert.ok(count('wrapKey') <= 32, `no refresh storm (≤ one wrap per ~100 ms): ${countersText()}`);
+      assert.ok(count('wrapKey') <= 16, `no refresh storm (≤ about one wrap per 300 ms): ${countersText()}`);
       assert.ok(spans.size >= 4, `headers show ${spans.size} distinct wrapped DEKs`);
       assert.ok(spans.size <= count('wrapKey'));
       // A DEK demonstrably sealed new messages from (at latest) firstDone until (at earliest) lastStart.
