@@ -133,7 +133,7 @@ async function dev(flags: Record<string, string | undefined>): Promise<number> {
   process.once('exit', () => void vault.close());
   return serve(flags, {
     dataDir,
-    listen: { socket: join(dataDir, 'sealbox.sock') },
+    listen: { socket: join(dataDir, 'sealbox.sock'), adminSocket: join(dataDir, 'admin.sock') },
     keys: {
       dev: {
         provider: 'azure',

@@ -1,6 +1,7 @@
 /**
  * Wiring and shutdown only: config → KEK providers → data keys → pool → envelope service → server.
  */
+import { readFileSync } from 'node:fs';
 import type { TokenCredential } from '@azure/identity';
 import { CachedDataKeys, type CacheStats } from './cache/cached-data-keys';
 import { UncachedDataKeys } from './cache/data-keys';
@@ -13,7 +14,9 @@ import { KekRegistry } from './kek/registry';
 import { KeyWatcher } from './kek/watcher';
 import { createLogger, type Logger } from './log/logger';
 import { ChunkPool, type PoolStats, resolvePoolMode } from './pool/pool';
+import { startAdminServer } from './server/admin';
 import { type RunningServer, startServer } from './server/server';
+import { startWebhookServer } from './server/webhook';
 import { ByteBudget } from './util/budget';
 
 /** Live counters for metrics and tests. */
@@ -49,6 +52,8 @@ export interface Sealbox {
   flushCache(): void;
   /** The key watcher (absent when the cache is off); checkNow() re-checks every key in use. */
   readonly watcher: KeyWatcher | undefined;
+  /** The Event Grid webhook's URL (http://host:port/eventgrid), when configured. */
+  readonly webhookUrl: string | undefined;
   /** Drains calls (up to the configured grace), then releases the pool and zeroes key material. */
   close(): Promise<void>;
 }
@@ -114,6 +119,23 @@ export async function startSealbox(
     throw err;
   }
   watcher?.start();
+  const admin = config.listen.adminSocket
+    ? await startAdminServer(config.listen.adminSocket, config.listen.socketMode, {
+        cache,
+        watcher,
+        registry,
+        log,
+      })
+    : undefined;
+  const webhook = config.webhook.listen
+    ? await startWebhookServer(
+        config.webhook.listen,
+        config.webhook.secret ?? readFileSync(config.webhook.secretFile!, 'utf8').trim(),
+        watcher ?? { checkNow: async () => {} },
+        log,
+      )
+    : undefined;
+  if (webhook) log.info({ url: `${webhook.url}/eventgrid` }, 'Event Grid webhook listening');
   log.info(
     { addresses: server.addresses, keys: registry.aliases(), pool: resolvePoolMode(config.pool.mode) },
     'sealbox listening',
@@ -125,9 +147,12 @@ export async function startSealbox(
     stats: () => ({ bytesInFlight: budget.inUse, pool: pool.stats, cache: cache?.stats() ?? CACHE_OFF }),
     flushCache: () => cache?.flush(),
     watcher,
+    webhookUrl: webhook ? `${webhook.url}/eventgrid` : undefined,
     close() {
       closing ??= (async () => {
         watcher?.stop();
+        await webhook?.stop();
+        await admin?.stop();
         await server.stop(config.shutdown.graceMs);
         cache?.close();
         await pool.close();

@@ -239,6 +239,44 @@ export class CachedDataKeys implements DataKeySource {
     if (first) this.hooks.onRevoke?.(keyId, reason);
   }
 
+  /** Evicts (and zeroes) every DEK under `keyId` without refusing it (admin RevokeKey, before a re-check). */
+  evictKey(keyId: string): void {
+    for (const state of this.aliases.values()) {
+      if (state.active?.wrapped.keyId === keyId) this.retire(state, state.active, 'revoked');
+      if (state.next?.wrapped.keyId === keyId) {
+        this.drop(state.next, 'revoked');
+        state.next = undefined;
+      }
+    }
+    this.deleting = 'revoked';
+    try {
+      for (const key of [...this.decrypted.keys()])
+        if (key.startsWith(`${keyId}\n`)) this.decrypted.delete(key);
+    } finally {
+      this.deleting = undefined;
+    }
+  }
+
+  /** Per key version: cached DEK counts and, if refused, why. */
+  describe(): Map<string, { encrypt: number; decrypt: number; refused?: string }> {
+    const out = new Map<string, { encrypt: number; decrypt: number; refused?: string }>();
+    const entry = (keyId: string) => {
+      let e = out.get(keyId);
+      if (!e) {
+        e = { encrypt: 0, decrypt: 0 };
+        out.set(keyId, e);
+      }
+      return e;
+    };
+    for (const state of this.aliases.values()) {
+      for (const dek of [state.active, state.next])
+        if (dek && !dek.retired) entry(dek.wrapped.keyId).encrypt++;
+    }
+    for (const key of this.decrypted.keys()) entry(key.slice(0, key.indexOf('\n'))).decrypt++;
+    for (const [keyId, reason] of this.revoked) entry(keyId).refused = reason;
+    return out;
+  }
+
   /** Serves a key version again (the watcher saw it enabled and in date). */
   restore(keyId: string): void {
     if (this.revoked.delete(keyId)) this.hooks.onRestore?.(keyId);

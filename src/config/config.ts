@@ -98,6 +98,8 @@ export const configSchema = z.object({
       socketMode: z.number().int().min(0).max(0o777).default(0o600),
       /** Optional TCP listener, loopback by default. */
       tcp: tcpListener.nullable().default(null),
+      /** Unix socket of the Admin service (cache flush, key revocation); null disables it. */
+      adminSocket: z.string().min(1).nullable().default(null),
     })
     .prefault({})
     .refine((l) => l.socket !== null || l.tcp !== null, 'listen needs a socket or a tcp listener'),
@@ -160,6 +162,19 @@ export const configSchema = z.object({
           ttlMs: size(100, 24 * 3600_000).default(300_000),
         })
         .prefault({}),
+    })
+    .prefault({}),
+  /** Azure Event Grid webhook (push revocation); off unless `listen` is set. */
+  webhook: z
+    .object({
+      listen: tcpListener.nullable().default(null),
+      /** Shared secret: the `secret` query parameter of the subscription URL (or a Bearer token). */
+      secret: z.string().min(16, 'webhook.secret must be at least 16 characters').nullable().default(null),
+      secretFile: z.string().min(1).nullable().default(null),
+    })
+    .refine((w) => w.listen === null || w.secret !== null || w.secretFile !== null, {
+      message: 'webhook.listen needs webhook.secret or webhook.secretFile',
+      path: ['secret'],
     })
     .prefault({}),
   revocation: z

@@ -83,8 +83,12 @@ export class KeyWatcher {
     this.timer = undefined;
   }
 
-  /** Checks every version in use now (webhook and admin use this); concurrent calls share one run. */
-  checkNow(): Promise<void> {
+  /**
+   * Checks every version in use now, plus `extra` versions (webhook and admin use this). Concurrent
+   * calls without extras share one run.
+   */
+  checkNow(extra: readonly string[] = []): Promise<void> {
+    if (extra.length > 0) return this.checkAll(extra);
     this.running ??= this.checkAll().finally(() => {
       this.running = undefined;
     });
@@ -106,8 +110,9 @@ export class KeyWatcher {
     this.timer.unref();
   }
 
-  private async checkAll(): Promise<void> {
+  private async checkAll(extra: readonly string[] = []): Promise<void> {
     const keyIds = this.target.keyIdsInUse();
+    for (const keyId of extra) keyIds.add(keyId);
     // Every configured key's current version (so a re-enabled or rotated key is seen even when no DEK
     // is cached under it), compared with the version sealing new messages (rotation).
     const active = this.target.activeKeyIds();

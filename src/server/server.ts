@@ -2,9 +2,7 @@
  * The gRPC server: Envelope and grpc.health.v1 on a Unix socket (mode 0600 by default) and, if
  * configured, a TCP listener (loopback by default).
  */
-import { chmodSync, lstatSync, mkdirSync, unlinkSync } from 'node:fs';
-import { connect } from 'node:net';
-import { dirname } from 'node:path';
+import { unlinkSync } from 'node:fs';
 import { Server, ServerCredentials } from '@grpc/grpc-js';
 import { HealthImplementation } from 'grpc-health-check';
 import { loadApi } from '../api/proto';
@@ -12,6 +10,7 @@ import type { Config } from '../config/config';
 import type { Logger } from '../log/logger';
 import { type EnvelopeDeps, envelopeHandlers } from './envelope';
 import { setInitialWindow, widenConnectionWindows } from './http2-window';
+import { bind, bindUnixSocket } from './socket';
 import { acceptPreEncoded } from './wire';
 
 /** Health service names sealbox reports: the whole server ("") and the Envelope service. */
@@ -43,16 +42,7 @@ export async function startServer(config: Config, deps: EnvelopeDeps, log: Logge
   const addresses: string[] = [];
   const socket = config.listen.socket;
   if (socket) {
-    await prepareSocketPath(socket);
-    // The umask makes the socket file 0600 from the moment it exists; chmod then applies the
-    // configured mode. No other file is created while the umask is narrowed (startup only).
-    const previous = process.umask(0o177);
-    try {
-      await bind(server, `unix:${socket}`, ServerCredentials.createInsecure());
-    } finally {
-      process.umask(previous);
-    }
-    chmodSync(socket, config.listen.socketMode);
+    await bindUnixSocket(server, socket, config.listen.socketMode, ServerCredentials.createInsecure());
     addresses.push(`unix:${socket}`);
   }
   if (config.listen.tcp) {
@@ -89,40 +79,4 @@ export async function startServer(config: Config, deps: EnvelopeDeps, log: Logge
       }
     },
   };
-}
-
-function bind(server: Server, target: string, credentials: ServerCredentials): Promise<number> {
-  return new Promise((resolve, reject) => {
-    server.bindAsync(target, credentials, (err, port) => (err ? reject(err) : resolve(port)));
-  });
-}
-
-/**
- * Creates the socket's directory if needed and removes a stale socket file left by a crashed
- * process. Refuses to start if another process is listening there.
- */
-async function prepareSocketPath(path: string): Promise<void> {
-  mkdirSync(dirname(path), { recursive: true, mode: 0o700 });
-  let isSocket = false;
-  try {
-    const stat = lstatSync(path);
-    if (!stat.isSocket()) {
-      throw new Error(`${path} exists and is not a socket; choose another listen.socket or remove the file`);
-    }
-    isSocket = true;
-  } catch (err) {
-    if ((err as NodeJS.ErrnoException).code !== 'ENOENT') throw err;
-  }
-  if (!isSocket) return;
-  const alive = await new Promise<boolean>((resolve) => {
-    const probe = connect(path);
-    probe.once('connect', () => {
-      probe.destroy();
-      resolve(true);
-    });
-    probe.once('error', () => resolve(false));
-  });
-  if (alive)
-    throw new Error(`another process is listening on ${path}; stop it or choose another listen.socket`);
-  unlinkSync(path);
 }
