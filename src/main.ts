@@ -15,7 +15,7 @@ import { KeyWatcher } from './kek/watcher';
 import { createLogger, type Logger } from './log/logger';
 import { ChunkPool, type PoolStats, resolvePoolMode } from './pool/pool';
 import { startAdminServer } from './server/admin';
-import { type RunningServer, startServer } from './server/server';
+import { HEALTH_SERVICES, type RunningServer, startServer } from './server/server';
 import { startWebhookServer } from './server/webhook';
 import { ByteBudget } from './util/budget';
 
@@ -118,7 +118,21 @@ export async function startSealbox(
     await registry.close();
     throw err;
   }
-  watcher?.start();
+  if (watcher) {
+    // Readiness from the watcher's last results: each key alias is its own health service
+    // ("sealbox.key.<alias>"); the server as a whole serves while any alias's current version does.
+    const health = server.health;
+    watcher.onChecked(() => {
+      let anyServing = false;
+      for (const [alias, check] of watcher.currentStates()) {
+        const serving = check === undefined || check.state === 'enabled' || check.state === 'unknown';
+        anyServing ||= serving;
+        health.setStatus(`sealbox.key.${alias}`, serving ? 'SERVING' : 'NOT_SERVING');
+      }
+      for (const name of HEALTH_SERVICES) health.setStatus(name, anyServing ? 'SERVING' : 'NOT_SERVING');
+    });
+    watcher.start();
+  }
   const admin = config.listen.adminSocket
     ? await startAdminServer(config.listen.adminSocket, config.listen.socketMode, {
         cache,

@@ -55,6 +55,9 @@ export interface WatcherOptions {
 
 export class KeyWatcher {
   private readonly results = new Map<string, KeyCheck>();
+  /** Alias → key id of its current version, as last reported by the vault. */
+  private readonly current = new Map<string, string>();
+  private readonly listeners: Array<() => void> = [];
   private timer: NodeJS.Timeout | undefined;
   private running: Promise<void> | undefined;
   private stopped = false;
@@ -100,6 +103,21 @@ export class KeyWatcher {
     return [...this.results.values()];
   }
 
+  /** Alias → the last verdict about its current version (undefined: not checked yet). */
+  currentStates(): Map<string, KeyCheck | undefined> {
+    const out = new Map<string, KeyCheck | undefined>();
+    for (const alias of this.registry.aliases()) {
+      const keyId = this.current.get(alias);
+      out.set(alias, keyId === undefined ? undefined : this.results.get(keyId));
+    }
+    return out;
+  }
+
+  /** Called after every check (health answers from the results, never from a vault call). */
+  onChecked(listener: () => void): void {
+    this.listeners.push(listener);
+  }
+
   private schedule(): void {
     if (this.stopped) return;
     // ±10 % jitter so many sidecars polling one vault spread out.
@@ -111,6 +129,14 @@ export class KeyWatcher {
   }
 
   private async checkAll(extra: readonly string[] = []): Promise<void> {
+    try {
+      await this.checkKeys(extra);
+    } finally {
+      for (const listener of this.listeners) listener();
+    }
+  }
+
+  private async checkKeys(extra: readonly string[]): Promise<void> {
     const keyIds = this.target.keyIdsInUse();
     for (const keyId of extra) keyIds.add(keyId);
     // Every configured key's current version (so a re-enabled or rotated key is seen even when no DEK
@@ -122,6 +148,7 @@ export class KeyWatcher {
       const activeKeyId = active.get(alias);
       try {
         const latest = await provider.refreshCurrentVersion();
+        this.current.set(alias, latest.keyId);
         if (activeKeyId !== undefined && latest.keyId !== activeKeyId) {
           this.log.info(
             { alias, from: activeKeyId, to: latest.keyId },

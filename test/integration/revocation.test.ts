@@ -12,6 +12,8 @@ import { join } from 'node:path';
 import { after, before, test } from 'node:test';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { KeyClient } from '@azure/keyvault-keys';
+import { credentials } from '@grpc/grpc-js';
+import { loadApi } from '../../src/api/proto';
 import { decrypt, encrypt, errorCode } from '../../src/client/client';
 import type { ConfigInput } from '../../src/config/config';
 import {
@@ -113,6 +115,14 @@ test('disabling the key version stops 16 running streams and new calls; re-enabl
     assert.equal(e1.code, 9);
     assert.match(e1.details, /disabled/);
     assert.equal(box.sealbox.stats().cache.entries.decrypt, 0, 'the cached DEKs were evicted');
+    // Readiness answers from the watcher's last result.
+    await until(
+      'health reports the key',
+      async () => (await health(box, 'sealbox.key.pay')) === 'NOT_SERVING',
+    );
+    // The harness also configures a local key ("test"), which still serves: the server stays ready.
+    assert.equal(await health(box, ''), 'SERVING');
+    assert.equal(await health(box, 'sealbox.key.test'), 'SERVING');
     await keys.updateKeyProperties('rev-disable', { enabled: true });
     const resumedAfter = await until(
       'service resumes',
@@ -120,23 +130,39 @@ test('disabling the key version stops 16 running streams and new calls; re-enabl
     );
     t.diagnostic(`served again ${resumedAfter} ms after the key was re-enabled`);
     await encrypt(box.client, 'pay', Buffer.from('after'));
+    await until('health serving again', async () => (await health(box, 'sealbox.key.pay')) === 'SERVING');
   } finally {
     await box.close();
   }
 });
 
-test('soft-delete refuses; recover serves again', async () => {
+test('soft-delete refuses; recover serves again; purge makes the data permanently undecryptable', async () => {
   await keys.createRsaKey('rev-delete', { keySize: 2048 });
   const box = await startTestSealbox(config('rev-delete'));
+  let ciphertext: Buffer = Buffer.alloc(0);
   try {
-    const { ciphertext } = await encrypt(box.client, 'pay', Buffer.from('x'));
+    ciphertext = (await encrypt(box.client, 'pay', Buffer.from('x'))).ciphertext;
     await decrypt(box.client, ciphertext);
     await (await keys.beginDeleteKey('rev-delete', { intervalInMs: 50 })).pollUntilDone();
     await until('refused after soft-delete', () => refused(decrypt(box.client, ciphertext)));
     await (await keys.beginRecoverDeletedKey('rev-delete', { intervalInMs: 50 })).pollUntilDone();
     await until('served after recover', async () => !(await refused(decrypt(box.client, ciphertext))));
+    await (await keys.beginDeleteKey('rev-delete', { intervalInMs: 50 })).pollUntilDone();
+    await keys.purgeDeletedKey('rev-delete');
+    await until('refused after purge', () => refused(decrypt(box.client, ciphertext)));
+    const e = await failure(decrypt(box.client, ciphertext));
+    assert.match(e.details, /deleted/);
   } finally {
     await box.close();
+  }
+  // A sealbox that never saw the key: the vault has no such key any more, and the error says which.
+  const fresh = await startTestSealbox(config('rev-delete'));
+  try {
+    const e = await failure(decrypt(fresh.client, ciphertext));
+    assert.equal(e.sealbox, 'KEY_NOT_FOUND', JSON.stringify(e));
+    assert.match(e.details, /rev-delete/);
+  } finally {
+    await fresh.close();
   }
 });
 
@@ -167,6 +193,19 @@ test('vault outage: cached DEKs serve until their TTL, then UNAVAILABLE; the vau
     await box.close();
   }
 });
+
+/** The gRPC health status of `service`. */
+function health(box: TestSealbox, service: string): Promise<string> {
+  const { Health } = loadApi().health.grpc.health.v1;
+  const client = new Health(box.target, credentials.createInsecure());
+  return new Promise((resolve, reject) =>
+    client.Check({ service }, (err, res) => {
+      client.close();
+      if (err) reject(err);
+      else resolve(String(res?.status));
+    }),
+  );
+}
 
 /** Encrypts a stream until the server ends it; returns how it ended. */
 function runEncryptStream(box: TestSealbox): Promise<{ code: number; details: string; sealbox?: string }> {
