@@ -1,0 +1,39 @@
+# syntax=docker/dockerfile:1
+# sealbox: envelope-encryption sidecar. Multi-stage: build with dev dependencies, ship production
+# dependencies only, as a non-root user, on a read-only root filesystem (state lives in volumes).
+
+FROM node:20-bookworm-slim AS build
+WORKDIR /src
+COPY package.json package-lock.json ./
+RUN npm ci --ignore-scripts
+COPY tsconfig.json ./
+COPY proto ./proto
+COPY src ./src
+COPY test ./test
+COPY bench ./bench
+COPY examples ./examples
+# Generates the proto types (src/gen) and compiles to dist/.
+RUN npm run build
+
+FROM node:20-bookworm-slim AS runtime
+ENV NODE_ENV=production \
+    # glibc keeps large buffers instead of trimming and re-faulting them on every 1 MiB chunk:
+    # measured 1.4 → 1.7 GB/s for node's AES-GCM on 1 MiB buffers (PERF-NOTES.md).
+    GLIBC_TUNABLES=glibc.malloc.trim_threshold=268435456:glibc.malloc.mmap_threshold=33554432 \
+    SEALBOX_DATA_DIR=/var/lib/sealbox \
+    SEALBOX_SOCKET=/run/sealbox/sealbox.sock
+WORKDIR /app
+COPY package.json package-lock.json ./
+RUN npm ci --omit=dev --ignore-scripts && npm cache clean --force
+COPY --from=build /src/dist/src ./dist/src
+COPY proto ./proto
+# /run/sealbox holds the Unix socket (an emptyDir shared with the app container); /var/lib/sealbox
+# holds sealbox's own state. Both are volumes, so the root filesystem can be mounted read-only.
+RUN mkdir -p /run/sealbox /var/lib/sealbox && chown node:node /run/sealbox /var/lib/sealbox
+VOLUME ["/run/sealbox", "/var/lib/sealbox"]
+USER node
+# Readiness comes from the key watcher's last result, never a vault call per probe.
+HEALTHCHECK --interval=10s --timeout=3s --start-period=10s --retries=3 \
+  CMD ["node", "-e", "fetch('http://127.0.0.1:9464/readyz').then(r=>process.exit(r.ok?0:1),()=>process.exit(1))"]
+ENTRYPOINT ["node", "dist/src/cli.js"]
+CMD ["serve", "--config", "/etc/sealbox/config.yaml"]
