@@ -48,6 +48,8 @@ export interface CacheHooks {
   /** Told when a key version starts or stops being refused (logs, metrics). */
   readonly onRevoke?: (keyId: string, reason: string) => void;
   readonly onRestore?: (keyId: string) => void;
+  /** Told when evictKey() drops a key version's DEKs on an operator's request (metrics). */
+  readonly onEvictKey?: (keyId: string) => void;
   /** Told about background refresh failures (logged by the caller). */
   readonly onRefreshError?: (alias: string, err: unknown) => void;
   readonly now?: () => number;
@@ -222,25 +224,13 @@ export class CachedDataKeys implements DataKeySource {
   revoke(keyId: string, reason: string): void {
     const first = !this.revoked.has(keyId);
     this.revoked.set(keyId, reason);
-    for (const state of this.aliases.values()) {
-      if (state.active?.wrapped.keyId === keyId) this.retire(state, state.active, 'revoked');
-      if (state.next?.wrapped.keyId === keyId) {
-        this.drop(state.next, 'revoked');
-        state.next = undefined;
-      }
-    }
-    this.deleting = 'revoked';
-    try {
-      for (const key of [...this.decrypted.keys()])
-        if (key.startsWith(`${keyId}\n`)) this.decrypted.delete(key);
-    } finally {
-      this.deleting = undefined;
-    }
+    this.evictKey(keyId);
     if (first) this.hooks.onRevoke?.(keyId, reason);
   }
 
   /** Evicts (and zeroes) every DEK under `keyId` without refusing it (admin RevokeKey, before a re-check). */
   evictKey(keyId: string): void {
+    this.hooks.onEvictKey?.(keyId);
     for (const state of this.aliases.values()) {
       if (state.active?.wrapped.keyId === keyId) this.retire(state, state.active, 'revoked');
       if (state.next?.wrapped.keyId === keyId) {
