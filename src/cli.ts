@@ -1,45 +1,34 @@
 #!/usr/bin/env node
 /**
  * The sealbox command line. `sealbox serve` runs the sidecar from a config; `sealbox dev` (what
- * `npm start` runs) creates a local development key on first start and serves with it.
+ * `npm start` runs) creates a local development key on first start and serves with it; `check`,
+ * `encrypt`, `decrypt` and `config print` are the operator tools (src/cli/). Flags and help texts live
+ * in src/cli/args.ts, exit codes in src/cli/exit.ts.
  */
 import { existsSync, mkdirSync, readFileSync } from 'node:fs';
 import { join, resolve } from 'node:path';
-import { parseArgs } from 'node:util';
-import { KeyClient } from '@azure/keyvault-keys';
-import { ConfigError, configFlags, loadConfig } from './config/config';
-import { devVaultClientOptions, startDevVault, staticTokenCredential } from './devvault';
-import { createLocalKeyFile } from './kek/local';
-import { installShutdown, startSealbox } from './main';
+import { parseCommandLine, parsePairs } from './cli/args';
+import { checkAll, checkExitCode, formatReport } from './cli/check';
+import { ExitCode, UsageError } from './cli/exit';
+import { formatConfig } from './cli/print';
+import { ConfigError, loadConfig } from './config/config';
+
+// The sidecar, the dev vault, the Azure SDK and gRPC load only in the commands that use them, so
+// --help, --version and `config print` start quickly.
+const lazy = {
+  main: (): typeof import('./main') => require('./main'),
+  devvault: (): typeof import('./devvault') => require('./devvault'),
+  keyvault: (): typeof import('@azure/keyvault-keys') => require('@azure/keyvault-keys'),
+  localKek: (): typeof import('./kek/local') => require('./kek/local'),
+  transfer: (): typeof import('./cli/transfer') => require('./cli/transfer'),
+};
 
 /** Default dev vault port and key name for `sealbox dev`. */
 const DEV_VAULT_PORT = 47443;
 const DEV_KEY_NAME = 'sealbox-dev';
 
-const HELP: Record<string, string> = {
-  main: `Usage: sealbox <command> [flags]
-
-Commands:
-  serve      run the sidecar from a config file, environment and flags
-  dev        run the sidecar for development: starts the embedded dev vault (HTTPS, Key Vault API)
-             with an RSA-2048 key created on first start, and serves with it through the Azure SDK
-  dev-vault  run only the embedded dev vault (for tests, benchmarks, or a sealbox elsewhere)
-
-Flags for serve and dev:
-  --config FILE         config file (JSON or YAML); also SEALBOX_CONFIG
-  --socket PATH         Unix socket to listen on ("none" to disable); also SEALBOX_SOCKET
-  --tcp HOST:PORT       also listen on TCP (loopback by default); also SEALBOX_TCP
-  --data-dir DIR        sealbox's state directory; also SEALBOX_DATA_DIR
-  --log-level LEVEL     fatal|error|warn|info|debug|trace|silent; also SEALBOX_LOG_LEVEL
-  --pool-mode MODE      auto|workers|inline; also SEALBOX_POOL_MODE
-  --pool-threads N      worker threads; also SEALBOX_POOL_THREADS
-  -h, --help            this help
-
-Flags for dev and dev-vault:
-  --vault-port PORT     dev vault HTTPS port (default 47443; key ids embed it, so keep it stable)
-  --local-kek           dev only: use a local key file instead of the dev vault
-  --version             print the version`,
-};
+type Flags = Record<string, string | undefined>;
+type Values = Readonly<Record<string, string | boolean | string[] | undefined>>;
 
 function version(): string {
   const pkg = JSON.parse(readFileSync(join(__dirname, '..', '..', 'package.json'), 'utf8')) as {
@@ -48,29 +37,25 @@ function version(): string {
   return pkg.version;
 }
 
+/** The string-valued flags, as loadConfig and the dev commands read them. */
+function stringFlags(values: Values): Flags {
+  const flags: Flags = {};
+  for (const [name, value] of Object.entries(values)) if (typeof value === 'string') flags[name] = value;
+  return flags;
+}
+
 async function main(argv: string[]): Promise<number> {
-  const { values, positionals } = parseArgs({
-    args: argv,
-    allowPositionals: true,
-    strict: true,
-    options: {
-      help: { type: 'boolean', short: 'h' },
-      version: { type: 'boolean' },
-      'vault-port': { type: 'string' },
-      'local-kek': { type: 'boolean' },
-      ...Object.fromEntries(configFlags.map((f) => [f, { type: 'string' as const }])),
-    },
-  });
-  if (values.version) {
-    process.stdout.write(`sealbox ${version()}\n`);
-    return 0;
+  const invocation = parseCommandLine(argv);
+  switch (invocation.kind) {
+    case 'version':
+      process.stdout.write(`sealbox ${version()}\n`);
+      return ExitCode.OK;
+    case 'help':
+      (invocation.asked ? process.stdout : process.stderr).write(`${invocation.text}\n`);
+      return invocation.asked ? ExitCode.OK : ExitCode.USAGE;
   }
-  const command = positionals[0];
-  if (values.help || !command) {
-    process.stdout.write(`${HELP.main}\n`);
-    return command || values.help ? 0 : 2;
-  }
-  const flags = values as Record<string, string | undefined>;
+  const { command, values } = invocation;
+  const flags = stringFlags(values);
   switch (command) {
     case 'serve':
       return serve(flags, {});
@@ -78,19 +63,81 @@ async function main(argv: string[]): Promise<number> {
       return values['local-kek'] ? devLocal(flags) : dev(flags);
     case 'dev-vault':
       return devVault(flags);
+    case 'check':
+      return check(flags);
+    case 'encrypt':
+    case 'decrypt':
+      return transfer(command, values);
+    case 'config print':
+      process.stdout.write(formatConfig(loadConfig({ flags, env: process.env })));
+      return ExitCode.OK;
     default:
-      process.stderr.write(`sealbox: unknown command "${command}"\n\n${HELP.main}\n`);
-      return 2;
+      throw new UsageError(`unknown command "${command}"`);
   }
 }
 
-async function serve(flags: Record<string, string | undefined>, base: object): Promise<number> {
+/** `sealbox check`: every key through the sidecar's own providers; see src/cli/check.ts. */
+async function check(flags: Flags): Promise<number> {
+  const config = loadConfig({ flags, env: process.env });
+  if (Object.keys(config.keys).length === 0) {
+    throw new ConfigError('no keys are configured: nothing to check (add entries under "keys")');
+  }
+  const { buildProviders } = lazy.main();
+  const checks = await checkAll(config, (alias, whole) => {
+    const key = whole.keys[alias]!;
+    const registry = buildProviders({ ...whole, keys: { [alias]: key } });
+    return { provider: registry.forAlias(alias), close: () => registry.close() };
+  });
+  process.stdout.write(formatReport(checks));
+  return checkExitCode(checks);
+}
+
+/** `sealbox encrypt|decrypt`; SIGINT/SIGTERM abort the stream and remove the partial output. */
+async function transfer(mode: 'encrypt' | 'decrypt', values: Values): Promise<number> {
+  const text = (name: string) => values[name] as string | undefined;
+  const list = (name: string) => values[name] as string[] | undefined;
+  let chunkSize: number | undefined;
+  const chunkText = text('chunk-size');
+  if (chunkText !== undefined) {
+    chunkSize = Number(chunkText);
+    if (!Number.isInteger(chunkSize) || chunkSize <= 0)
+      throw new UsageError(`--chunk-size ${chunkText}: expected a positive number of bytes`);
+  }
+  const { defaultTarget, runTransfer } = lazy.transfer();
+  const abort = new AbortController();
+  const onSignal = (signal: NodeJS.Signals) => abort.abort(signal);
+  process.once('SIGINT', onSignal);
+  process.once('SIGTERM', onSignal);
+  try {
+    const result = await runTransfer(
+      {
+        mode,
+        target: text('target') ?? defaultTarget(),
+        alias: text('alias') ?? 'dev',
+        context: parsePairs('context', list('context')),
+        expectedContext: parsePairs('expect-context', list('expect-context')),
+        ...(chunkSize === undefined ? {} : { chunkSize }),
+        inFile: text('in'),
+        outFile: text('out'),
+      },
+      { stdin: process.stdin, stdout: process.stdout, stderr: process.stderr, signal: abort.signal },
+    );
+    if (result.message) process.stderr.write(`sealbox ${mode}: ${result.message}\n`);
+    return result.exitCode;
+  } finally {
+    process.removeListener('SIGINT', onSignal);
+    process.removeListener('SIGTERM', onSignal);
+  }
+}
+
+async function serve(flags: Flags, base: object): Promise<number> {
   const config = loadConfig({ flags, env: process.env, base });
   if (Object.keys(config.keys).length === 0) {
     throw new ConfigError(
       'no keys are configured: add at least one entry under "keys" (see docs/configuration.md)',
     );
   }
+  const { installShutdown, startSealbox } = lazy.main();
   const sealbox = await startSealbox(config);
   installShutdown(sealbox);
   process.stdout.write(
@@ -99,14 +146,14 @@ async function serve(flags: Record<string, string | undefined>, base: object): P
   return new Promise<number>(() => {}); // runs until a signal
 }
 
-function devDataDir(flags: Record<string, string | undefined>): string {
+function devDataDir(flags: Flags): string {
   const dataDir = resolve(flags['data-dir'] ?? process.env['SEALBOX_DATA_DIR'] ?? './.sealbox');
   mkdirSync(dataDir, { recursive: true, mode: 0o700 });
   return dataDir;
 }
 
 /** The dev vault's port: stable by default, because key ids (and so ciphertext headers) embed it. */
-function vaultPort(flags: Record<string, string | undefined>): number {
+function vaultPort(flags: Flags): number {
   const text = flags['vault-port'] ?? process.env['SEALBOX_VAULT_PORT'] ?? String(DEV_VAULT_PORT);
   const port = Number(text);
   if (!Number.isInteger(port) || port < 0 || port > 65535)
@@ -114,8 +161,10 @@ function vaultPort(flags: Record<string, string | undefined>): number {
   return port;
 }
 
-async function dev(flags: Record<string, string | undefined>): Promise<number> {
+async function dev(flags: Flags): Promise<number> {
   const dataDir = devDataDir(flags);
+  const { devVaultClientOptions, startDevVault, staticTokenCredential } = lazy.devvault();
+  const { KeyClient } = lazy.keyvault();
   const vault = await startDevVault({ dataDir: join(dataDir, 'vault'), port: vaultPort(flags) });
   const token = vault.devToken!;
   const keys = new KeyClient(vault.url, staticTokenCredential(token), devVaultClientOptions(vault));
@@ -146,10 +195,11 @@ async function dev(flags: Record<string, string | undefined>): Promise<number> {
   });
 }
 
-async function devLocal(flags: Record<string, string | undefined>): Promise<number> {
+async function devLocal(flags: Flags): Promise<number> {
   const dataDir = devDataDir(flags);
   const keyFile = join(dataDir, 'dev-kek.json');
   if (!existsSync(keyFile)) {
+    const { createLocalKeyFile } = lazy.localKek();
     createLocalKeyFile(keyFile, 'dev');
     process.stdout.write(`created a local development key in ${keyFile}\n`);
   }
@@ -160,8 +210,9 @@ async function devLocal(flags: Record<string, string | undefined>): Promise<numb
   });
 }
 
-async function devVault(flags: Record<string, string | undefined>): Promise<number> {
+async function devVault(flags: Flags): Promise<number> {
   const dataDir = join(devDataDir(flags), 'vault');
+  const { startDevVault } = lazy.devvault();
   const vault = await startDevVault({ dataDir, port: vaultPort(flags) });
   process.stdout.write(
     [
@@ -180,11 +231,19 @@ async function devVault(flags: Record<string, string | undefined>): Promise<numb
   return new Promise<number>(() => {});
 }
 
-main(process.argv.slice(2)).then(
-  (code) => process.exit(code),
-  (err: unknown) => {
-    const message = err instanceof ConfigError || err instanceof Error ? err.message : String(err);
+/** Exits once everything already written to stdout is flushed. */
+function exit(code: number): void {
+  process.stdout.write('', () => process.exit(code));
+}
+
+main(process.argv.slice(2)).then(exit, (err: unknown) => {
+  const message = err instanceof Error ? err.message : String(err);
+  if (err instanceof UsageError) {
+    const hint = message.includes('--help') ? '' : '; see "sealbox --help" or "sealbox <command> --help"';
+    process.stderr.write(`${message.startsWith('sealbox ') ? '' : 'sealbox: '}${message}${hint}\n`);
+    exit(ExitCode.USAGE);
+  } else {
     process.stderr.write(`sealbox: ${message}\n`);
-    process.exit(err instanceof ConfigError ? 2 : 1);
-  },
-);
+    exit(err instanceof ConfigError ? ExitCode.USAGE : ExitCode.FAILURE);
+  }
+});
