@@ -1,10 +1,16 @@
 /**
- * A plain grpc-js bidi echo server on a Unix socket, in its own process: the transport ceiling that
- * sealbox's streaming numbers are compared with. Usage: node echo-server.js SOCKET_PATH
+ * A plain grpc-js echo server on a Unix socket, in its own process: the transport ceiling that
+ * sealbox's streaming (bidi `Echo`) and unary (`EchoUnary`) numbers are compared with. Usage: node echo-server.js SOCKET_PATH
  * Prints "ready" on stdout once listening; exits on SIGTERM/SIGINT.
  */
 import './lib/watch-parent';
-import { Server, ServerCredentials, type ServerDuplexStream } from '@grpc/grpc-js';
+import {
+  Server,
+  ServerCredentials,
+  type ServerDuplexStream,
+  type ServerUnaryCall,
+  type sendUnaryData,
+} from '@grpc/grpc-js';
 import { createLogger } from '../src/log/logger';
 import { setInitialWindow, widenConnectionWindows } from '../src/server/http2-window';
 import { ECHO_SERVICE, SERVER_OPTIONS } from './lib/echo-service';
@@ -31,6 +37,9 @@ server.addService(ECHO_SERVICE, {
     });
     call.on('end', () => call.end());
     call.on('error', () => {});
+  },
+  EchoUnary(call: ServerUnaryCall<Buffer, Buffer>, callback: sendUnaryData<Buffer>) {
+    callback(null, call.request);
   },
 });
 server.bindAsync(`unix:${socketPath}`, ServerCredentials.createInsecure(), (err) => {

@@ -5,21 +5,35 @@
  * inline (separate server processes, one at a time). Each gRPC case runs a load generator in its own
  * process (bench/stream-client.ts). Prints Markdown tables, writes bench/results/throughput-<ts>.json.
  *
- *   node <build>/bench/throughput.js [--quick] [--seconds N] [--warmup N] [--repeat N]
+ *   node <build>/bench/throughput.js [--tiny|--quick|--full] [--seconds N] [--warmup N] [--repeat N]
  *     [--message-bytes B] [--channels K] [--config JSON]
  */
 import { execFile } from 'node:child_process';
 import { createCipheriv, randomBytes } from 'node:crypto';
 import { parseArgs } from 'node:util';
+import { writeRatioChart } from './lib/chart';
 import { runStreamClient, type StreamRun } from './lib/driver';
 import { cpuTime, runMain, sampleRss, toMiB, trackChild } from './lib/proc';
-import { environment, fixed, mbps, median, parseConfig, progress, table, writeResults } from './lib/report';
+import { PROFILE_OPTIONS, type Profile, pickProfile } from './lib/profile';
+import {
+  environment,
+  fixed,
+  mbps,
+  median,
+  parseConfig,
+  progress,
+  type Ratio,
+  table,
+  timestamp,
+  writeResults,
+} from './lib/report';
 import { BENCH_KEY_ALIAS, type SpawnedServer, spawnEcho, spawnSealbox } from './lib/servers';
 
 const MiB = 1024 * 1024;
 const FEED = 64 * 1024;
 
 interface Options {
+  profile: Profile;
   quick: boolean;
   seconds: number;
   warmup: number;
@@ -27,6 +41,8 @@ interface Options {
   messageBytes: number;
   channels: number;
   sourceBytes: number;
+  /** Seconds of in-process AES and of `openssl speed`. */
+  baselineSeconds: number;
   /** Extra sealbox config (JSON), deep-merged into both sealbox servers' config. */
   config: Record<string, unknown>;
 }
@@ -46,7 +62,7 @@ function withWindow(config: Record<string, unknown>, window: number): Record<str
 function options(): Options {
   const { values } = parseArgs({
     options: {
-      quick: { type: 'boolean', default: false },
+      ...PROFILE_OPTIONS,
       seconds: { type: 'string' },
       warmup: { type: 'string' },
       repeat: { type: 'string', default: '1' },
@@ -56,20 +72,24 @@ function options(): Options {
       config: { type: 'string', default: '{}' },
     },
   });
-  const quick = values.quick ?? false;
+  const profile = pickProfile(values);
+  const quick = profile === 'quick';
+  const tiny = profile === 'tiny';
   const positive = (name: string, text: string | undefined, fallback: number): number => {
     const n = text === undefined ? fallback : Number(text);
     if (!Number.isFinite(n) || n < 0) throw new Error(`--${name} must be a non-negative number`);
     return n;
   };
   return {
+    profile,
     quick,
-    seconds: positive('seconds', values.seconds, quick ? 3 : 10),
-    warmup: positive('warmup', values.warmup, quick ? 1 : 2),
+    seconds: positive('seconds', values.seconds, tiny ? 0.5 : quick ? 3 : 10),
+    warmup: positive('warmup', values.warmup, tiny ? 0.25 : quick ? 1 : 2),
     repeat: Math.max(1, Math.floor(positive('repeat', values.repeat, 1))),
     messageBytes: Math.max(1, positive('message-bytes', values['message-bytes'], MiB)),
     channels: Math.max(1, Math.floor(positive('channels', values.channels, 1))),
-    sourceBytes: quick ? 32 * MiB : 64 * MiB,
+    sourceBytes: tiny ? 8 * MiB : quick ? 32 * MiB : 64 * MiB,
+    baselineSeconds: tiny ? 1 : 2,
     config: withWindow(parseConfig(values.config ?? '{}'), Number(values.window ?? '0')),
   };
 }
@@ -154,16 +174,17 @@ async function main(): Promise<number> {
   const opts = options();
   const env = environment();
   const started = Date.now();
+  const stamp = timestamp();
   progress(
-    `throughput: ${opts.quick ? 'quick, ' : ''}${opts.seconds} s windows after ${opts.warmup} s warm-up, ` +
+    `throughput: ${opts.profile}, ${opts.seconds} s windows after ${opts.warmup} s warm-up, ` +
       `${opts.messageBytes} B messages, ${opts.repeat} repeat(s); load average ${(env.loadavgAtStart as number[]).join(' ')}`,
   );
 
   progress('in-process AES-256-GCM (one core)…');
-  const aes = inProcessAes(2, opts.messageBytes);
+  const aes = inProcessAes(opts.baselineSeconds, opts.messageBytes);
   progress(`  ${mbps(aes.bytesPerSecond)} MB/s`);
   progress('openssl speed -evp aes-256-gcm…');
-  const openssl = await opensslSpeed(opts.messageBytes, 2);
+  const openssl = await opensslSpeed(opts.messageBytes, opts.baselineSeconds);
   progress(`  ${openssl.bytesPerSecond ? `${mbps(openssl.bytesPerSecond)} MB/s` : openssl.note}`);
 
   const runs = new Map<string, CaseRun[]>(CASES.map((c) => [c.id, []]));
@@ -328,18 +349,37 @@ async function main(): Promise<number> {
   out += `\nnode ${env.node}, OpenSSL ${env.openssl}, ${env.cpus} CPUs (${env.cpuModel}), load average at start ${(env.loadavgAtStart as number[]).join(' ')}\n`;
   process.stdout.write(out);
 
-  const path = writeResults('throughput', {
-    name: 'throughput',
-    startedAt: new Date(started).toISOString(),
-    durationSeconds: (Date.now() - started) / 1000,
-    environment: env,
-    options: opts,
-    serverConfigs,
-    inProcessAes: aes,
-    openssl,
-    cases: Object.fromEntries([...summary].map(([id, s]) => [id, { ...s, runs: runs.get(id) }])),
-    ratios,
+  const chartRatios: Ratio[] = Object.entries(ratios).flatMap(([name, r]) =>
+    'inline' in r
+      ? [
+          { name: `${name} (workers)`, value: r.workers },
+          { name: `${name} (inline)`, value: r.inline, main: name.includes('÷ echo 1 stream') },
+        ]
+      : [{ name, value: r.workers }],
+  );
+  const chart = await writeRatioChart(`throughput-${stamp}`, chartRatios, {
+    title: 'sealbox streaming throughput ratios (same run)',
+    subtitle: `${opts.messageBytes} B messages, ${opts.profile} profile`,
   });
+  const path = writeResults(
+    'throughput',
+    {
+      name: 'throughput',
+      profile: opts.profile,
+      startedAt: new Date(started).toISOString(),
+      durationSeconds: (Date.now() - started) / 1000,
+      environment: env,
+      options: opts,
+      serverConfigs,
+      inProcessAes: aes,
+      openssl,
+      cases: Object.fromEntries([...summary].map(([id, s]) => [id, { ...s, runs: runs.get(id) }])),
+      ratios,
+      chartRatios,
+      chart,
+    },
+    stamp,
+  );
   progress(`wrote ${path} (${((Date.now() - started) / 1000).toFixed(0)} s)`);
   const failures = [...summary.values()].reduce((n, s) => n + s.failures, 0);
   return failures > 0 ? 1 : 0;

@@ -1,6 +1,7 @@
 /**
- * A bidi echo service for measuring the transport alone: the same grpc-js, socket and server options
- * as sealbox, with identity (de)serializers over Buffers instead of protobuf and no crypto.
+ * An echo service for measuring the transport alone: the same grpc-js, socket and server options as
+ * sealbox, with identity (de)serializers over Buffers instead of protobuf and no crypto. `Echo` is a
+ * bidi stream (the streaming baseline), `EchoUnary` answers one message with itself (the unary one).
  */
 import type { ChannelOptions, ServiceDefinition } from '@grpc/grpc-js';
 
@@ -11,6 +12,15 @@ export const ECHO_SERVICE: ServiceDefinition = {
     path: '/bench.Echo/Echo',
     requestStream: true,
     responseStream: true,
+    requestSerialize: identity,
+    requestDeserialize: identity,
+    responseSerialize: identity,
+    responseDeserialize: identity,
+  },
+  EchoUnary: {
+    path: '/bench.Echo/EchoUnary',
+    requestStream: false,
+    responseStream: false,
     requestSerialize: identity,
     requestDeserialize: identity,
     responseSerialize: identity,

@@ -29,19 +29,29 @@ export interface SpawnedServer {
 
 /**
  * Starts `sealbox serve` with a local key and a Unix socket in a temp dir, `overrides` deep-merged
- * into the config (e.g. `{ pool: { mode: 'inline' } }`). Resolves once the socket accepts connections.
+ * into the config (e.g. `{ pool: { mode: 'inline' } }`). `options.keys` replaces the local key
+ * altogether (e.g. an Azure alias on the dev vault, lib/vault.ts). Resolves once the socket accepts
+ * connections.
  */
-export async function spawnSealbox(overrides: ConfigInput = {}, label = 'sealbox'): Promise<SpawnedServer> {
+export async function spawnSealbox(
+  overrides: ConfigInput = {},
+  label = 'sealbox',
+  options: { keys?: ConfigInput['keys'] } = {},
+): Promise<SpawnedServer> {
   const dir = mkdtempSync(join(tmpdir(), 'sealbox-bench-'));
   const removeDir = trackTempDir(dir);
-  const keyFile = join(dir, 'kek.json');
-  createLocalKeyFile(keyFile, BENCH_KEY_ALIAS);
+  let keys = options.keys as Record<string, unknown> | undefined;
+  if (keys === undefined) {
+    const keyFile = join(dir, 'kek.json');
+    createLocalKeyFile(keyFile, BENCH_KEY_ALIAS);
+    keys = { [BENCH_KEY_ALIAS]: { provider: 'local', file: keyFile } };
+  }
   const socketPath = join(dir, 'sealbox.sock');
   const config = merge(
     {
       dataDir: dir,
       listen: { socket: socketPath },
-      keys: { [BENCH_KEY_ALIAS]: { provider: 'local', file: keyFile } },
+      keys,
       log: { level: 'warn' },
       shutdown: { graceMs: 2000 },
     },

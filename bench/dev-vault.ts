@@ -1,0 +1,100 @@
+/**
+ * The dev vault (src/devvault) in a process of its own, so that its CPU (RSA private-key operations,
+ * TLS) is neither sealbox's nor the benchmark's. Creates one RSA key with the real KeyClient, then
+ * prints one JSON line on stdout (DevVaultInfo) and serves until SIGTERM/SIGINT. Counters, resets and
+ * fault changes go through the admin surface (/_sealbox/, lib/vault.ts).
+ *
+ *   node dev-vault.js --data-dir DIR [--fixed-ms 10] [--jitter-ms 10] [--throttling on|off]
+ *     [--key-size 2048|3072|4096] [--key-name bench-kek]
+ *
+ * Two identities: an admin one that may create keys (used here only), and the one sealbox uses, with
+ * exactly get + wrapKey + unwrapKey.
+ */
+import './lib/watch-parent';
+import { randomBytes } from 'node:crypto';
+import { parseArgs } from 'node:util';
+import { KeyClient } from '@azure/keyvault-keys';
+import { devVaultClientOptions, startDevVault, staticTokenCredential } from '../src/devvault';
+
+export interface DevVaultInfo {
+  readonly url: string;
+  readonly port: number;
+  readonly caFile: string;
+  readonly adminToken: string;
+  /** Bearer token of the identity sealbox is configured with (get, wrapKey, unwrapKey). */
+  readonly sealboxToken: string;
+  readonly keyName: string;
+  /** Versioned id of the key created at start. */
+  readonly keyId: string;
+  readonly keySize: number;
+  readonly latency: { fixedMs: number; jitterMs: number };
+  readonly throttling: { enabled: boolean };
+}
+
+async function main(): Promise<void> {
+  const { values } = parseArgs({
+    options: {
+      'data-dir': { type: 'string' },
+      'fixed-ms': { type: 'string', default: '10' },
+      'jitter-ms': { type: 'string', default: '10' },
+      throttling: { type: 'string', default: 'on' },
+      'key-size': { type: 'string', default: '2048' },
+      'key-name': { type: 'string', default: 'bench-kek' },
+    },
+  });
+  const dataDir = values['data-dir'];
+  if (!dataDir) throw new Error('--data-dir is required');
+  const keySize = Number(values['key-size']);
+  if (![2048, 3072, 4096].includes(keySize)) throw new Error('--key-size must be 2048, 3072 or 4096');
+  const latency = { fixedMs: Number(values['fixed-ms']), jitterMs: Number(values['jitter-ms']) };
+  const throttling = { enabled: values.throttling !== 'off' };
+  const adminIdentityToken = randomBytes(24).toString('base64url');
+  const sealboxToken = randomBytes(24).toString('base64url');
+
+  const vault = await startDevVault({
+    dataDir,
+    identities: {
+      [adminIdentityToken]: { name: 'bench-admin', permissions: ['create', 'get'] },
+      [sealboxToken]: { name: 'sealbox', permissions: ['get', 'wrapKey', 'unwrapKey'] },
+    },
+    latency,
+    throttling,
+  });
+  const keys = new KeyClient(
+    vault.url,
+    staticTokenCredential(adminIdentityToken),
+    devVaultClientOptions(vault),
+  );
+  const keyName = values['key-name']!;
+  const key = await keys.createRsaKey(keyName, { keySize });
+  if (!key.id) throw new Error('the dev vault returned a key without an id');
+  // A fresh throttling window and zero counters: the benchmark starts from here.
+  vault.setFaults({ throttling });
+  vault.resetCounters();
+
+  const info: DevVaultInfo = {
+    url: vault.url,
+    port: vault.port,
+    caFile: vault.caFile,
+    adminToken: vault.adminToken,
+    sealboxToken,
+    keyName,
+    keyId: key.id,
+    keySize,
+    latency,
+    throttling,
+  };
+  process.stdout.write(`${JSON.stringify(info)}\n`);
+
+  for (const signal of ['SIGTERM', 'SIGINT'] as const) {
+    process.once(signal, () => {
+      vault.close().finally(() => process.exit(0));
+      setTimeout(() => process.exit(0), 2000).unref();
+    });
+  }
+}
+
+main().catch((err: unknown) => {
+  process.stderr.write(`dev-vault: ${(err as Error)?.stack ?? String(err)}\n`);
+  process.exit(1);
+});

@@ -1,0 +1,192 @@
+/**
+ * The benchmark harness works end to end: `bench/index.js --tiny` runs every benchmark (except the
+ * 1 GiB RSS check) from this build and writes well-formed results. Only the shape of the output is
+ * checked — never a timing or a throughput figure, which mean nothing on a shared CI machine.
+ */
+import assert from 'node:assert/strict';
+import { spawn } from 'node:child_process';
+import { existsSync, mkdtempSync, readdirSync, readFileSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { after, before, test } from 'node:test';
+
+/** <build>/bench/index.js, next to <build>/test/integration. */
+const BENCH_INDEX = join(__dirname, '..', '..', 'bench', 'index.js');
+const BENCHMARKS = ['throughput', 'unary', 'cache', 'storm', 'esdk'] as const;
+
+let dir: string;
+let exitCode: number | null;
+let stdout = '';
+let stderr = '';
+const results = new Map<string, Record<string, unknown>>();
+
+before(async () => {
+  dir = mkdtempSync(join(tmpdir(), 'sealbox-bench-test-'));
+  const child = spawn(process.execPath, [BENCH_INDEX, '--tiny'], {
+    env: { ...process.env, SEALBOX_BENCH_RESULTS_DIR: dir },
+    stdio: ['ignore', 'pipe', 'pipe'],
+  });
+  child.stdout.on('data', (c: Buffer) => {
+    stdout += c.toString('utf8');
+  });
+  child.stderr.on('data', (c: Buffer) => {
+    stderr += c.toString('utf8');
+  });
+  exitCode = await new Promise<number | null>((resolve) => child.once('exit', (code) => resolve(code)));
+  for (const file of readdirSync(dir).filter((f) => f.endsWith('.json'))) {
+    const name = file.replace(/-\d{8}T\d{6}Z\.json$/, '');
+    results.set(name, JSON.parse(readFileSync(join(dir, file), 'utf8')) as Record<string, unknown>);
+  }
+});
+
+after(() => {
+  rmSync(dir, { recursive: true, force: true });
+});
+
+const tail = () => `stderr (last 3000 chars):\n${stderr.slice(-3000)}`;
+
+function result(name: string): Record<string, unknown> {
+  const r = results.get(name);
+  assert.ok(
+    r,
+    `bench/results/${name}-<ts>.json was written; files: ${readdirSync(dir).join(', ')}\n${tail()}`,
+  );
+  return r;
+}
+
+function isCount(v: unknown): boolean {
+  return typeof v === 'number' && Number.isFinite(v) && v >= 0;
+}
+
+function assertFigures(where: string, obj: Record<string, unknown>, keys: string[]): void {
+  for (const k of keys)
+    assert.ok(isCount(obj[k]), `${where}.${k} is a non-negative number: ${JSON.stringify(obj[k])}`);
+}
+
+test('the tiny profile exits 0 and writes one JSON and one SVG per benchmark plus a summary', () => {
+  assert.equal(exitCode, 0, tail());
+  for (const name of [...BENCHMARKS, 'summary']) {
+    const r = result(name);
+    assert.equal(r['name'], name);
+    assert.equal(r['profile'], 'tiny');
+    assert.ok(!Number.isNaN(Date.parse(String(r['startedAt']))), `${name}.startedAt is a date`);
+    assert.ok(isCount(r['durationSeconds']));
+    assert.equal(typeof r['environment'], 'object');
+    const chart = String(r['chart']);
+    assert.match(chart, /\.svg$/);
+    assert.ok(existsSync(chart), `${chart} exists`);
+    assert.match(readFileSync(chart, 'utf8').slice(0, 200), /^<svg[\s>]/);
+  }
+  assert.match(stdout, /## Summary \(tiny\)/);
+});
+
+test('throughput: every case and ratio', () => {
+  const r = result('throughput');
+  const cases = r['cases'] as Record<string, Record<string, unknown>>;
+  for (const id of ['echo-1', 'echo-8', 'workers-encrypt-1', 'inline-encrypt-1', 'inline-decrypt-1']) {
+    assert.ok(cases[id], `case ${id}`);
+    assertFigures(`cases.${id}`, cases[id]!, ['bytesPerSecond', 'serverCpuSecondsPerGB']);
+    assert.equal(cases[id]!['failures'], 0);
+  }
+  assert.equal(typeof r['ratios'], 'object');
+  assert.ok(Array.isArray(r['chartRatios']));
+});
+
+test('unary: echo, Encrypt and Decrypt cases with req/s, latency percentiles and server CPU per call', () => {
+  const r = result('unary');
+  const cases = r['cases'] as Array<Record<string, unknown>>;
+  assert.ok(Array.isArray(cases));
+  assert.deepEqual(new Set(cases.map((c) => c['op'])), new Set(['echo', 'encrypt', 'decrypt']));
+  for (const c of cases) {
+    assertFigures(`cases[${c['id']}]`, c, [
+      'payloadBytes',
+      'concurrency',
+      'reqPerSecond',
+      'p50Ms',
+      'p99Ms',
+      'p999Ms',
+      'serverCpuUsPerCall',
+      'clientCpuUsPerCall',
+    ]);
+    assert.equal(c['failed'], 0, `${c['id']}: ${JSON.stringify(c['errors'])}`);
+  }
+  const vault = r['vault'] as { latency: Record<string, unknown>; throttling: unknown; keyId: unknown };
+  assertFigures('vault.latency', vault.latency, ['fixedMs', 'jitterMs']);
+  assert.equal(vault.throttling, true);
+  assert.equal(typeof vault.keyId, 'string');
+  const ratios = r['ratios'] as Array<{ name: string; value: unknown }>;
+  assert.ok(ratios.length >= 4 && ratios.every((x) => typeof x.name === 'string' && isCount(x.value)));
+});
+
+test('cache: on and off with req/s, vault calls per 1,000 operations and throttling counts', () => {
+  const r = result('cache');
+  const cases = r['cases'] as Record<string, Record<string, unknown>>;
+  for (const mode of ['on', 'off']) {
+    const c = cases[mode];
+    assert.ok(c, `case ${mode}`);
+    assertFigures(`cases.${mode}`, c, [
+      'reqPerSecond',
+      'operations',
+      'vaultCallsPer1000',
+      'throttlingErrors',
+    ]);
+    assertFigures(`cases.${mode}.vault`, c['vault'] as Record<string, unknown>, [
+      'wrapKey',
+      'unwrapKey',
+      'getKey',
+      'throttled',
+    ]);
+  }
+  const names = (r['ratios'] as Array<{ name: string }>).map((x) => x.name);
+  assert.ok(names.includes('cache on ÷ off: Encrypt req/s'));
+});
+
+test('storm: 1 DEK and 100 DEKs (checked from the headers) plus the echo baseline', () => {
+  const r = result('storm');
+  const cases = r['cases'] as Record<string, Record<string, unknown>>;
+  assert.equal(cases['1-dek']?.['distinctDeks'], 1);
+  assert.equal(cases['100-deks']?.['distinctDeks'], 100);
+  for (const id of ['1-dek', '100-deks', 'echo']) {
+    assert.ok(cases[id], `case ${id}`);
+    assertFigures(`cases.${id}`, cases[id]!, ['drainSeconds']);
+    assert.equal(cases[id]!['failed'], 0);
+  }
+  for (const id of ['1-dek', '100-deks'])
+    assertFigures(`cases.${id}`, cases[id]!, ['unwrapKey', 'getKey', 'throttled']);
+});
+
+test('esdk: three ESDK configurations that round-trip, and sealbox over gRPC', () => {
+  const r = result('esdk');
+  const esdk = r['esdk'] as Record<string, Record<string, unknown>>;
+  for (const id of ['esdk-default', 'esdk-unsigned-4k', 'esdk-unsigned-64k']) {
+    assert.ok(esdk[id], `ESDK case ${id}`);
+    assertFigures(`esdk.${id}`, esdk[id]!, [
+      'bytesPerSecond',
+      'cpuSecondsPerGB',
+      'messages',
+      'backingMaterialsCalls',
+    ]);
+    assert.equal(esdk[id]!['verified'], true);
+  }
+  assertFigures('sealbox', r['sealbox'] as Record<string, unknown>, ['bytesPerSecond']);
+  assert.equal((r['ratios'] as unknown[]).length, 3);
+});
+
+test('summary: every benchmark exited 0 and its main ratios were collected', () => {
+  const r = result('summary');
+  const benchmarks = r['benchmarks'] as Array<{ bench: string; exitCode: number; results: string[] }>;
+  assert.deepEqual(
+    benchmarks.map((b) => b.bench),
+    [...BENCHMARKS],
+  );
+  for (const b of benchmarks) {
+    assert.equal(b.exitCode, 0, b.bench);
+    assert.ok(
+      b.results.some((p) => p.endsWith('.json')) && b.results.some((p) => p.endsWith('.svg')),
+      b.bench,
+    );
+  }
+  const ratios = r['ratios'] as Array<{ bench: string; name: string; value: unknown }>;
+  assert.deepEqual(new Set(ratios.map((x) => x.bench)), new Set(BENCHMARKS));
+  assert.ok(ratios.every((x) => typeof x.name === 'string' && isCount(x.value)));
+});
