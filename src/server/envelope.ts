@@ -63,7 +63,12 @@ export function envelopeHandlers(deps: EnvelopeDeps): EnvelopeHandlers {
     work: (signal: AbortSignal) => Promise<Res>,
   ): void {
     const abort = new AbortController();
-    call.on('cancelled', () => abort.abort(new SealboxError(ErrorCode.CANCELLED, 'call cancelled')));
+    let answered = false;
+    // grpc-js also reports 'cancelled' when a finished call's stream closes: only a call still
+    // working is aborted (and no error object is built per call on the hot path).
+    call.on('cancelled', () => {
+      if (!answered) abort.abort(new SealboxError(ErrorCode.CANCELLED, 'call cancelled'));
+    });
     let held = 0;
     budget
       .acquire(bytes, abort.signal)
@@ -72,8 +77,14 @@ export function envelopeHandlers(deps: EnvelopeDeps): EnvelopeHandlers {
         return work(abort.signal);
       })
       .then(
-        (response) => callback(null, response),
-        (err) => callback(toServiceError(err, log, method)),
+        (response) => {
+          answered = true;
+          callback(null, response);
+        },
+        (err) => {
+          answered = true;
+          callback(toServiceError(err, log, method));
+        },
       )
       .finally(() => budget.release(held));
   }
