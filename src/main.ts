@@ -1,5 +1,6 @@
 /**
- * Wiring and shutdown only: config → KEK providers → data keys → pool → envelope service → server.
+ * Wiring and shutdown only: config → metrics → KEK providers → data keys → pool → envelope service →
+ * server → metrics listener.
  */
 import { readFileSync } from 'node:fs';
 import type { TokenCredential } from '@azure/identity';
@@ -7,14 +8,18 @@ import { CachedDataKeys, type CacheStats } from './cache/cached-data-keys';
 import { UncachedDataKeys } from './cache/data-keys';
 import type { Config } from './config/config';
 import { EnvelopeService } from './envelope/service';
-import { createAzureCredential, createAzureProvider } from './kek/azure';
+import { createAzureCredential, createAzureProvider, type VaultCallObserver } from './kek/azure';
 import { LocalKekProvider } from './kek/local';
 import type { KekProvider } from './kek/provider';
 import { KekRegistry } from './kek/registry';
+import type { RetryEvent } from './kek/retry';
 import { KeyWatcher } from './kek/watcher';
 import { createLogger, type Logger } from './log/logger';
+import { SealboxMetrics } from './metrics/metrics';
 import { ChunkPool, type PoolStats, resolvePoolMode } from './pool/pool';
 import { startAdminServer } from './server/admin';
+import { type MetricsHttpServer, startMetricsServer } from './server/http';
+import { metricsInterceptor } from './server/interceptor';
 import { HEALTH_SERVICES, type RunningServer, startServer } from './server/server';
 import { startWebhookServer } from './server/webhook';
 import { ByteBudget } from './util/budget';
@@ -54,11 +59,19 @@ export interface Sealbox {
   readonly watcher: KeyWatcher | undefined;
   /** The Event Grid webhook's URL (http://host:port/eventgrid), when configured. */
   readonly webhookUrl: string | undefined;
+  /** The metrics listener's URL (http://host:port/metrics; /healthz and /readyz beside it), when configured. */
+  readonly metricsUrl: string | undefined;
   /** Drains calls (up to the configured grace), then releases the pool and zeroes key material. */
   close(): Promise<void>;
 }
 
-export function buildProviders(config: Config): KekRegistry {
+/** Hooks the Azure providers report vault calls to (metrics). */
+export interface ProviderObservers {
+  readonly onVaultCall?: VaultCallObserver;
+  readonly onRetryEvent?: (event: RetryEvent) => void;
+}
+
+export function buildProviders(config: Config, observers: ProviderObservers = {}): KekRegistry {
   const byAlias = new Map<string, KekProvider>();
   // One credential per distinct identity, shared by its keys: one token cache, one Entra ID client.
   const credentials = new Map<string, TokenCredential>();
@@ -74,7 +87,14 @@ export function buildProviders(config: Config): KekRegistry {
           credential = createAzureCredential(key.credential);
           credentials.set(identity, credential);
         }
-        byAlias.set(alias, createAzureProvider(key, { credential }));
+        byAlias.set(
+          alias,
+          createAzureProvider(key, {
+            credential,
+            ...(observers.onVaultCall ? { onVaultCall: observers.onVaultCall } : {}),
+            ...(observers.onRetryEvent ? { retryDeps: { onEvent: observers.onRetryEvent } } : {}),
+          }),
+        );
         break;
       }
     }
@@ -88,13 +108,25 @@ export async function startSealbox(
   log: Logger = createLogger(config.log.level),
   hooks: SealboxHooks = {},
 ): Promise<Sealbox> {
-  const registry = buildProviders(config);
+  // Metrics exist only with their listener: without one nobody could read them.
+  const metrics = config.metrics.listen ? new SealboxMetrics() : undefined;
+  const registry = buildProviders(
+    config,
+    metrics ? { onVaultCall: metrics.vaultCall, onRetryEvent: metrics.retryEvent } : {},
+  );
   const cache = config.cache.enabled
     ? new CachedDataKeys(registry, config.cache, {
         ...hooks,
         onRefreshError: (alias, err) => log.warn({ alias, err }, 'background DEK refresh failed; will retry'),
-        onRevoke: (keyId, reason) => log.warn({ keyId, reason }, 'key version revoked'),
-        onRestore: (keyId) => log.info({ keyId }, 'key version restored'),
+        onRevoke: (keyId, reason) => {
+          log.warn({ keyId, reason }, 'key version revoked');
+          metrics?.keyRevoked(keyId, reason);
+        },
+        onRestore: (keyId) => {
+          log.info({ keyId }, 'key version restored');
+          metrics?.keyRestored(keyId);
+        },
+        ...(metrics ? { onEvictKey: metrics.keyEvictedByAdmin } : {}),
       })
     : undefined;
   // Without a cache every operation asks the vault, which enforces key state itself.
@@ -112,7 +144,12 @@ export async function startSealbox(
   const budget = new ByteBudget(config.stream.maxInFlightBytes);
   let server: RunningServer;
   try {
-    server = await startServer(config, { service, budget, limits: config.stream, log }, log);
+    server = await startServer(
+      config,
+      { service, budget, limits: config.stream, log },
+      log,
+      metrics ? [metricsInterceptor(metrics)] : [],
+    );
   } catch (err) {
     await pool.close();
     await registry.close();
@@ -132,6 +169,41 @@ export async function startSealbox(
       for (const name of HEALTH_SERVICES) health.setStatus(name, anyServing ? 'SERVING' : 'NOT_SERVING');
     });
     watcher.start();
+  }
+  let metricsServer: MetricsHttpServer | undefined;
+  if (metrics && config.metrics.listen) {
+    const ready = () => server.health.statusOf('') === 'SERVING';
+    const providerAlias = new Map(registry.aliases().map((alias) => [registry.forAlias(alias), alias]));
+    metrics.observe({
+      stats: () => ({ bytesInFlight: budget.inUse, pool: pool.stats, cache: cache?.stats() ?? CACHE_OFF }),
+      maxInFlightBytes: config.stream.maxInFlightBytes,
+      poolMaxQueue: config.pool.maxQueue,
+      aliases: () => registry.aliases(),
+      aliasOf(keyId) {
+        try {
+          return providerAlias.get(registry.forKeyId(keyId));
+        } catch {
+          return undefined;
+        }
+      },
+      ...(watcher ? { keyStates: () => watcher.currentStates() } : {}),
+      ready,
+    });
+    try {
+      metricsServer = await startMetricsServer(
+        config.metrics.listen,
+        { metrics: () => metrics.text(), contentType: metrics.registry.contentType, ready },
+        log,
+      );
+    } catch (err) {
+      watcher?.stop();
+      await server.stop(0);
+      cache?.close();
+      await pool.close();
+      await registry.close();
+      throw err;
+    }
+    log.info({ url: metricsServer.url }, 'metrics listening');
   }
   const admin = config.listen.adminSocket
     ? await startAdminServer(config.listen.adminSocket, config.listen.socketMode, {
@@ -162,12 +234,15 @@ export async function startSealbox(
     flushCache: () => cache?.flush(),
     watcher,
     webhookUrl: webhook ? `${webhook.url}/eventgrid` : undefined,
+    metricsUrl: metricsServer?.url,
     close() {
       closing ??= (async () => {
         watcher?.stop();
         await webhook?.stop();
         await admin?.stop();
+        // Readiness turns 503 as the drain starts (server.stop); the probes stay up until it ends.
         await server.stop(config.shutdown.graceMs);
+        await metricsServer?.stop();
         cache?.close();
         await pool.close();
         await registry.close();

@@ -224,13 +224,18 @@ export class CachedDataKeys implements DataKeySource {
   revoke(keyId: string, reason: string): void {
     const first = !this.revoked.has(keyId);
     this.revoked.set(keyId, reason);
-    this.evictKey(keyId);
+    this.evictDeks(keyId);
     if (first) this.hooks.onRevoke?.(keyId, reason);
   }
 
   /** Evicts (and zeroes) every DEK under `keyId` without refusing it (admin RevokeKey, before a re-check). */
   evictKey(keyId: string): void {
     this.hooks.onEvictKey?.(keyId);
+    this.evictDeks(keyId);
+  }
+
+  /** Drops (and zeroes) every DEK under `keyId`, both sides, counted as evictions for "revoked". */
+  private evictDeks(keyId: string): void {
     for (const state of this.aliases.values()) {
       if (state.active?.wrapped.keyId === keyId) this.retire(state, state.active, 'revoked');
       if (state.next?.wrapped.keyId === keyId) {

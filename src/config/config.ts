@@ -177,6 +177,13 @@ export const configSchema = z.object({
       path: ['secret'],
     })
     .prefault({}),
+  /**
+   * Prometheus metrics and HTTP probes: one plain-HTTP listener serving /metrics, /healthz (the process
+   * is up) and /readyz (200 while the gRPC health status of "" is SERVING). null (the default) turns
+   * metrics off: no listener, no RPC interceptor. Enable with e.g. `{ port: 9464 }` (loopback unless a
+   * host is given; set host 0.0.0.0 for a scrape from outside the pod), flag --metrics or SEALBOX_METRICS.
+   */
+  metrics: z.object({ listen: tcpListener.nullable().default(null) }).prefault({}),
   revocation: z
     .object({
       /** How often the key watcher checks every key version in use (jittered ±10 %). */
@@ -224,6 +231,7 @@ const overrides: Array<{ flag: string; env: string; path: string[]; parse: (s: s
   { flag: 'log-level', env: 'SEALBOX_LOG_LEVEL', path: ['log', 'level'], parse: String },
   { flag: 'pool-mode', env: 'SEALBOX_POOL_MODE', path: ['pool', 'mode'], parse: String },
   { flag: 'pool-threads', env: 'SEALBOX_POOL_THREADS', path: ['pool', 'threads'], parse: Number },
+  { flag: 'metrics', env: 'SEALBOX_METRICS', path: ['metrics', 'listen'], parse: parseHostPort },
 ];
 
 /** The flags loadConfig understands, for CLI help and parseArgs. */

@@ -15,6 +15,7 @@
  * `cause`. `createAzureProvider` builds the real clients from configuration (docs/azure.md).
  */
 import { readFileSync } from 'node:fs';
+import { performance } from 'node:perf_hooks';
 import {
   DefaultAzureCredential,
   ManagedIdentityCredential,
@@ -62,6 +63,16 @@ const ALGORITHM_BY_KEY_TYPE: Readonly<Record<string, AzureWrapAlgorithm>> = {
 /** The vault calls, as operation labels in messages and retry events. */
 export type VaultOperation = 'getKey' | 'wrapKey' | 'unwrapKey';
 
+/**
+ * Told once per vault call, after all its attempts: how long it took and, when it failed, the code it
+ * failed with (undefined: success). Labels only, never the error; must not throw (metrics).
+ */
+export type VaultCallObserver = (
+  operation: VaultOperation,
+  seconds: number,
+  failure: ErrorCode | undefined,
+) => void;
+
 /** Key Vault key names (1-127 letters, digits, dashes). */
 const KEY_NAME = /^[0-9A-Za-z-]{1,127}$/;
 /** Key versions: Key Vault and Managed HSM use 32 hex digits; allow a little more for compatible vaults. */
@@ -103,6 +114,8 @@ export interface AzureKekOptions {
   readonly currentVersionTtlMs?: number | undefined;
   /** Crypto clients kept at most (least recently used are dropped); bounds forged-header growth. */
   readonly maxCachedVersions?: number | undefined;
+  /** Told about every vault call's duration and outcome (metrics). */
+  readonly onVaultCall?: VaultCallObserver | undefined;
 }
 
 interface VersionRef {
@@ -143,6 +156,7 @@ export class AzureKekProvider implements KekProvider {
   private readonly now: () => number;
   private readonly ttlMs: number;
   private readonly maxVersions: number;
+  private readonly onVaultCall: VaultCallObserver | undefined;
   /** Per-version clients in least-recently-used order (Map iteration order). */
   private readonly versions = new Map<string, VersionEntry>();
   /** In-flight key-type look-ups, so concurrent first uses of a version build one client. */
@@ -169,6 +183,7 @@ export class AzureKekProvider implements KekProvider {
     this.now = options.deps?.now ?? defaultRetryDeps.now;
     this.ttlMs = options.currentVersionTtlMs ?? DEFAULT_CURRENT_VERSION_TTL_MS;
     this.maxVersions = options.maxCachedVersions ?? DEFAULT_MAX_CACHED_VERSIONS;
+    this.onVaultCall = options.onVaultCall;
     if (!(this.ttlMs >= 0)) throw new RangeError('currentVersionTtlMs must be >= 0');
     if (!Number.isInteger(this.maxVersions) || this.maxVersions < 1) {
       throw new RangeError('maxCachedVersions must be an integer >= 1');
@@ -490,10 +505,24 @@ export class AzureKekProvider implements KekProvider {
     attempt: (signal: AbortSignal) => Promise<T>,
     signal?: AbortSignal,
   ): Promise<T> {
+    const started = performance.now();
     try {
-      return await this.retry.run(operation, attempt, signal);
+      const value = await this.retry.run(operation, attempt, signal);
+      this.reportCall(operation, started, undefined);
+      return value;
     } catch (err) {
-      throw mapVaultError(err, { operation, keyId, vault: this.host });
+      const mapped = mapVaultError(err, { operation, keyId, vault: this.host });
+      this.reportCall(operation, started, mapped.code);
+      throw mapped;
+    }
+  }
+
+  private reportCall(operation: VaultOperation, started: number, failure: ErrorCode | undefined): void {
+    if (!this.onVaultCall) return;
+    try {
+      this.onVaultCall(operation, (performance.now() - started) / 1000, failure);
+    } catch {
+      // Metrics must never change the outcome of a vault call.
     }
   }
 }
@@ -838,6 +867,8 @@ export interface AzureProviderDeps {
   /** Clock, sleep, randomness and the retry event hook. */
   readonly retryDeps?: Partial<RetryDeps>;
   readonly currentVersionTtlMs?: number;
+  /** Told about every vault call's duration and outcome (metrics). */
+  readonly onVaultCall?: VaultCallObserver;
 }
 
 const readUtf8 = (path: string) => readFileSync(path, 'utf8');
@@ -949,5 +980,6 @@ export function createAzureProvider(config: AzureKeyConfig, deps: AzureProviderD
     retry: config.retry,
     deps: deps.retryDeps,
     currentVersionTtlMs: deps.currentVersionTtlMs,
+    onVaultCall: deps.onVaultCall,
   });
 }

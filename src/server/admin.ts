@@ -74,6 +74,8 @@ export function adminHandlers(deps: AdminDeps): AdminHandlers {
           const described = cache?.describe() ?? new Map<string, unknown>();
           targets = [...described.keys()].filter((id) => provider.owns(id));
           if (provider.refreshCurrentVersion) targets.push((await provider.refreshCurrentVersion()).keyId);
+          // The current version is usually cached too: evict (and count) each version once.
+          targets = [...new Set(targets)];
         }
         for (const id of targets) cache?.evictKey(id);
         log.warn(

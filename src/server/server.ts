@@ -3,8 +3,8 @@
  * configured, a TCP listener (loopback by default).
  */
 import { unlinkSync } from 'node:fs';
-import { Server, ServerCredentials } from '@grpc/grpc-js';
-import { HealthImplementation } from 'grpc-health-check';
+import { Server, ServerCredentials, type ServerInterceptor } from '@grpc/grpc-js';
+import { HealthImplementation, type ServingStatus, type ServingStatusMap } from 'grpc-health-check';
 import { loadApi } from '../api/proto';
 import type { Config } from '../config/config';
 import type { Logger } from '../log/logger';
@@ -16,18 +16,45 @@ import { acceptPreEncoded } from './wire';
 /** Health service names sealbox reports: the whole server ("") and the Envelope service. */
 export const HEALTH_SERVICES = ['', 'sealbox.v1.Envelope'] as const;
 
+/** The gRPC health service, which also tells sealbox what it answers (for /readyz and metrics). */
+export class SealboxHealth extends HealthImplementation {
+  private readonly statuses = new Map<string, ServingStatus>();
+
+  constructor(initial: ServingStatusMap) {
+    super(initial);
+    for (const [service, status] of Object.entries(initial)) this.statuses.set(service, status);
+  }
+
+  override setStatus(service: string, status: ServingStatus): void {
+    this.statuses.set(service, status);
+    super.setStatus(service, status);
+  }
+
+  /** What Check answers for `service` right now; undefined for a name it does not know. */
+  statusOf(service: string): ServingStatus | undefined {
+    return this.statuses.get(service);
+  }
+}
+
 export interface RunningServer {
   /** Where the server listens, for logs and clients: "unix:/path", "127.0.0.1:port". */
   readonly addresses: string[];
-  readonly health: HealthImplementation;
+  readonly health: SealboxHealth;
   /** Stops accepting calls, lets in-flight calls finish for up to `graceMs`, then cancels the rest. */
   stop(graceMs: number): Promise<void>;
 }
 
-export async function startServer(config: Config, deps: EnvelopeDeps, log: Logger): Promise<RunningServer> {
+/** `interceptors` run around every call (metrics: one per call, never per message). */
+export async function startServer(
+  config: Config,
+  deps: EnvelopeDeps,
+  log: Logger,
+  interceptors: ServerInterceptor[] = [],
+): Promise<RunningServer> {
   const server = new Server({
     'grpc.max_receive_message_length': config.stream.maxMessageBytes,
     'grpc.max_send_message_length': -1,
+    ...(interceptors.length > 0 ? { interceptors } : {}),
   });
   const window = config.stream.http2WindowBytes;
   if (window > 0) setInitialWindow(server, window, log);
@@ -36,7 +63,7 @@ export async function startServer(config: Config, deps: EnvelopeDeps, log: Logge
     'DecryptStream',
   ]);
   server.addService(envelope, envelopeHandlers(deps));
-  const health = new HealthImplementation(Object.fromEntries(HEALTH_SERVICES.map((s) => [s, 'NOT_SERVING'])));
+  const health = new SealboxHealth(Object.fromEntries(HEALTH_SERVICES.map((s) => [s, 'NOT_SERVING'])));
   health.addToServer(server);
 
   const addresses: string[] = [];
