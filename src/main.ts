@@ -8,6 +8,7 @@ import { CachedDataKeys, type CacheStats } from './cache/cached-data-keys';
 import { UncachedDataKeys } from './cache/data-keys';
 import type { Config } from './config/config';
 import { EnvelopeService } from './envelope/service';
+import { AuditedProvider } from './kek/audit';
 import { createAzureCredential, createAzureProvider, type VaultCallObserver } from './kek/azure';
 import { LocalKekProvider } from './kek/local';
 import type { KekProvider } from './kek/provider';
@@ -65,8 +66,10 @@ export interface Sealbox {
   close(): Promise<void>;
 }
 
-/** Hooks the Azure providers report vault calls to (metrics). */
+/** Hooks the Azure providers report vault calls to (metrics), and the audit log. */
 export interface ProviderObservers {
+  /** Logs one audit line per KEK operation (kek/audit.ts). */
+  readonly audit?: Logger;
   readonly onVaultCall?: VaultCallObserver;
   readonly onRetryEvent?: (event: RetryEvent) => void;
 }
@@ -99,6 +102,10 @@ export function buildProviders(config: Config, observers: ProviderObservers = {}
       }
     }
   }
+  if (observers.audit) {
+    for (const [alias, provider] of byAlias)
+      byAlias.set(alias, new AuditedProvider(provider, alias, observers.audit));
+  }
   return new KekRegistry(byAlias);
 }
 
@@ -112,7 +119,9 @@ export async function startSealbox(
   const metrics = config.metrics.listen ? new SealboxMetrics() : undefined;
   const registry = buildProviders(
     config,
-    metrics ? { onVaultCall: metrics.vaultCall, onRetryEvent: metrics.retryEvent } : {},
+    metrics
+      ? { audit: log, onVaultCall: metrics.vaultCall, onRetryEvent: metrics.retryEvent }
+      : { audit: log },
   );
   const cache = config.cache.enabled
     ? new CachedDataKeys(registry, config.cache, {

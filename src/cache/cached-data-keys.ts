@@ -25,6 +25,7 @@ import type { Header } from '../crypto/format';
 import { deriveMessageKeys, type MessageKeys } from '../crypto/kdf';
 import type { WrappedKey } from '../crypto/message';
 import { ErrorCode, SealboxError } from '../errors';
+import { withAuditCaller } from '../kek/audit';
 import type { KekRegistry } from '../kek/registry';
 import { ByteBudget } from '../util/budget';
 import { type DataKeySource, DEK_BYTES, type EncryptKeys } from './data-keys';
@@ -430,7 +431,7 @@ export class CachedDataKeys implements DataKeySource {
       active.bytes / maxBytes,
     );
     if (spent < ahead) return;
-    this.replacement(alias, state).then(
+    withAuditCaller({ caller: 'refresh-ahead' }, () => this.replacement(alias, state)).then(
       (next) => {
         if (this.closed) return this.drop(next, 'flush');
         // A blocking caller may already have placed it.

@@ -13,6 +13,7 @@
  */
 import { ErrorCode, isSealboxError } from '../errors';
 import type { Logger } from '../log/logger';
+import { withAuditCaller } from './audit';
 import type { KeyStatus } from './provider';
 import type { KekRegistry } from './registry';
 
@@ -130,7 +131,7 @@ export class KeyWatcher {
 
   private async checkAll(extra: readonly string[] = []): Promise<void> {
     try {
-      await this.checkKeys(extra);
+      await withAuditCaller({ caller: 'key-watcher' }, () => this.checkKeys(extra));
     } finally {
       for (const listener of this.listeners) listener();
     }

@@ -11,6 +11,7 @@ import type { KeyVersionStatus } from '../gen/sealbox/v1/KeyVersionStatus';
 import type { KekRegistry } from '../kek/registry';
 import type { KeyWatcher } from '../kek/watcher';
 import type { Logger } from '../log/logger';
+import { withCallers } from './callers';
 import { bindUnixSocket } from './socket';
 import { toServiceError } from './status';
 
@@ -55,51 +56,54 @@ export function adminHandlers(deps: AdminDeps): AdminHandlers {
       });
   }
 
-  return {
-    RevokeKey(call, callback) {
-      unary('RevokeKey', callback, async () => {
-        const { keyId, keyAlias } = call.request;
-        if (!keyId === !keyAlias) {
-          throw new SealboxError(
-            ErrorCode.INVALID_ARGUMENT,
-            'RevokeKey needs exactly one of key_id or key_alias',
+  return withCallers(
+    {
+      RevokeKey(call, callback) {
+        unary('RevokeKey', callback, async () => {
+          const { keyId, keyAlias } = call.request;
+          if (!keyId === !keyAlias) {
+            throw new SealboxError(
+              ErrorCode.INVALID_ARGUMENT,
+              'RevokeKey needs exactly one of key_id or key_alias',
+            );
+          }
+          let targets: string[];
+          if (keyId) {
+            registry.forKeyId(keyId); // NOT_FOUND for a key no configured alias owns
+            targets = [keyId];
+          } else {
+            const provider = registry.forAlias(keyAlias);
+            const described = cache?.describe() ?? new Map<string, unknown>();
+            targets = [...described.keys()].filter((id) => provider.owns(id));
+            if (provider.refreshCurrentVersion) targets.push((await provider.refreshCurrentVersion()).keyId);
+            // The current version is usually cached too: evict (and count) each version once.
+            targets = [...new Set(targets)];
+          }
+          for (const id of targets) cache?.evictKey(id);
+          log.warn(
+            { keyIds: targets, by: 'admin' },
+            'cached DEKs evicted by RevokeKey; re-checking in the vault',
           );
-        }
-        let targets: string[];
-        if (keyId) {
-          registry.forKeyId(keyId); // NOT_FOUND for a key no configured alias owns
-          targets = [keyId];
-        } else {
-          const provider = registry.forAlias(keyAlias);
-          const described = cache?.describe() ?? new Map<string, unknown>();
-          targets = [...described.keys()].filter((id) => provider.owns(id));
-          if (provider.refreshCurrentVersion) targets.push((await provider.refreshCurrentVersion()).keyId);
-          // The current version is usually cached too: evict (and count) each version once.
-          targets = [...new Set(targets)];
-        }
-        for (const id of targets) cache?.evictKey(id);
-        log.warn(
-          { keyIds: targets, by: 'admin' },
-          'cached DEKs evicted by RevokeKey; re-checking in the vault',
-        );
-        await watcher?.checkNow(targets);
-        return { keys: statusRows(new Set(targets)) };
-      });
-    },
+          await watcher?.checkNow(targets);
+          return { keys: statusRows(new Set(targets)) };
+        });
+      },
 
-    FlushCache(_call, callback) {
-      unary('FlushCache', callback, async () => {
-        const before = cache?.stats().entries ?? { encrypt: 0, decrypt: 0 };
-        cache?.flush();
-        log.warn({ by: 'admin', ...before }, 'DEK cache flushed');
-        return { encryptDeks: before.encrypt, decryptDeks: before.decrypt };
-      });
-    },
+      FlushCache(_call, callback) {
+        unary('FlushCache', callback, async () => {
+          const before = cache?.stats().entries ?? { encrypt: 0, decrypt: 0 };
+          cache?.flush();
+          log.warn({ by: 'admin', ...before }, 'DEK cache flushed');
+          return { encryptDeks: before.encrypt, decryptDeks: before.decrypt };
+        });
+      },
 
-    GetKeyStatus(_call, callback) {
-      unary('GetKeyStatus', callback, async () => ({ keys: statusRows() }));
+      GetKeyStatus(_call, callback) {
+        unary('GetKeyStatus', callback, async () => ({ keys: statusRows() }));
+      },
     },
-  };
+    'admin:',
+  );
 }
 
 /** Starts the admin gRPC server on its own Unix socket (mode 0600). */

@@ -15,6 +15,7 @@ import type { RewrapRequest__Output } from '../gen/sealbox/v1/RewrapRequest';
 import type { RewrapResponse } from '../gen/sealbox/v1/RewrapResponse';
 import type { Logger } from '../log/logger';
 import type { ByteBudget } from '../util/budget';
+import { withCallers } from './callers';
 import { toServiceError } from './status';
 import { Framed, StreamCall, type StreamLimits } from './stream-call';
 import { RESPONSE_HEADROOM } from './wire';
@@ -89,7 +90,7 @@ export function envelopeHandlers(deps: EnvelopeDeps): EnvelopeHandlers {
       .finally(() => budget.release(held));
   }
 
-  return {
+  return withCallers({
     Encrypt(call, callback) {
       const { keyAlias, plaintext, context } = call.request;
       unary('Encrypt', call, callback, plaintext.length, async (signal) => {
@@ -261,5 +262,5 @@ export function envelopeHandlers(deps: EnvelopeDeps): EnvelopeHandlers {
         await stream.complete();
       })().catch((err) => stream.fail(err));
     },
-  };
+  });
 }
