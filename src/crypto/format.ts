@@ -185,7 +185,9 @@ export function parseHeader(bytes: Buffer): Header | undefined {
   const context = decodeContext(bytes.subarray(44, 44 + contextLength));
   let keyId: string;
   try {
-    keyId = new TextDecoder('utf-8', { fatal: true, ignoreBOM: true }).decode(bytes.subarray(keyIdAt, keyIdAt + keyIdLength));
+    keyId = new TextDecoder('utf-8', { fatal: true, ignoreBOM: true }).decode(
+      bytes.subarray(keyIdAt, keyIdAt + keyIdLength),
+    );
   } catch {
     throw bad('key id is not valid UTF-8');
   }
