@@ -17,6 +17,7 @@ import {
   startDevVault,
   staticTokenCredential,
 } from '../../../src/devvault';
+import { ALL_KEY_PERMISSIONS } from '../../../src/devvault/server';
 
 /** Bearer tokens of the identities every test vault has. */
 export const TOKENS = {
@@ -28,23 +29,7 @@ export const TOKENS = {
   reader: 'tok-reader-0123456789',
 } as const;
 
-const ALL: KeyPermission[] = [
-  'get',
-  'list',
-  'create',
-  'import',
-  'update',
-  'delete',
-  'recover',
-  'purge',
-  'rotate',
-  'wrapKey',
-  'unwrapKey',
-  'encrypt',
-  'decrypt',
-  'getrotationpolicy',
-  'setrotationpolicy',
-];
+const ALL: KeyPermission[] = [...ALL_KEY_PERMISSIONS];
 
 /** The identities of TOKENS. */
 export const IDENTITIES: NonNullable<DevVaultOptions['identities']> = {
