@@ -82,6 +82,11 @@ const azureKey = z.object({
     .prefault({}),
 });
 
+/** True for addresses that never leave the machine. */
+function isLoopback(host: string): boolean {
+  return host === 'localhost' || host === '::1' || /^127(\.\d{1,3}){3}$/.test(host);
+}
+
 const tcpListener = z.object({
   host: z.string().min(1).default('127.0.0.1'),
   port: z.number().int().min(0).max(65535),
@@ -97,7 +102,15 @@ export const configSchema = z.object({
       /** Permission bits of the socket file. */
       socketMode: z.number().int().min(0).max(0o777).default(0o600),
       /** Optional TCP listener, loopback by default. */
-      tcp: tcpListener.nullable().default(null),
+      tcp: tcpListener
+        .refine((t) => isLoopback(t.host), {
+          message:
+            'listen.tcp.host must be a loopback address (127.0.0.0/8, ::1, localhost): sealbox serves gRPC ' +
+            'without TLS, so it refuses to listen beyond this machine — use the Unix socket, or keep TCP on loopback',
+          path: ['host'],
+        })
+        .nullable()
+        .default(null),
       /** Unix socket of the Admin service (cache flush, key revocation); null disables it. */
       adminSocket: z.string().min(1).nullable().default(null),
     })

@@ -42,6 +42,10 @@ test('TCP listener parsing: host:port, [v6]:port, bare port, none', () => {
     port: 7000,
   });
   assert.deepEqual(loadConfig({ flags: { tcp: '[::1]:7001' } }).listen.tcp, { host: '::1', port: 7001 });
+  assert.deepEqual(loadConfig({ flags: { tcp: '127.0.0.2:7003' } }).listen.tcp, {
+    host: '127.0.0.2',
+    port: 7003,
+  });
   assert.deepEqual(loadConfig({ flags: { tcp: '7002' } }).listen.tcp, { host: '127.0.0.1', port: 7002 });
   assert.equal(loadConfig({ flags: { tcp: 'none' } }).listen.tcp, null);
 });
@@ -61,6 +65,16 @@ const bad: Array<[string, unknown, RegExp]> = [
   ['zero threads', { pool: { threads: 0 } }, /pool\.threads/],
   ['no listener at all', { listen: { socket: null, tcp: null } }, /listen needs a socket or a tcp listener/],
   ['port out of range', { listen: { tcp: { port: 70000 } } }, /listen\.tcp\.port/],
+  [
+    'a gRPC TCP listener beyond loopback (no TLS)',
+    { listen: { tcp: { host: '0.0.0.0', port: 7000 } } },
+    /listen\.tcp\.host.*loopback/s,
+  ],
+  [
+    'a gRPC TCP listener on a LAN address',
+    { listen: { tcp: { host: '10.1.2.3', port: 7000 } } },
+    /refuses to listen beyond/,
+  ],
   ['bad log level', { log: { level: 'loud' } }, /log\.level/],
   ['alias with a slash', { keys: { 'a/b': { provider: 'local', file: 'x' } } }, /keys/],
   ['key without a provider', { keys: { a: { file: 'x' } } }, /keys\.a\.provider/],
