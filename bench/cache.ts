@@ -27,7 +27,7 @@ import {
   redactTokens,
   table,
   timestamp,
-  writeResults,
+  writeRun,
 } from './lib/report';
 import { BENCH_KEY_ALIAS, spawnSealbox } from './lib/servers';
 import { runUnaryClient, type UnaryRun } from './lib/unary-driver';
@@ -227,15 +227,10 @@ async function main(): Promise<number> {
     title: 'DEK cache on vs off (same run)',
     subtitle: `unary Encrypt ${opts.payloadBytes} B, concurrency ${opts.concurrency}, ${opts.profile} profile`,
   });
-  const path = writeResults(
+  const path = writeRun(
     'cache',
+    { started, environment: env, options: opts },
     {
-      name: 'cache',
-      profile: opts.profile,
-      startedAt: new Date(started).toISOString(),
-      durationSeconds: (Date.now() - started) / 1000,
-      environment: env,
-      options: opts,
       vault: { ...vault.settings, keyId: vault.info.keyId },
       serverConfigs: configs,
       cases: Object.fromEntries(results.map((r) => [r.cache, r])),

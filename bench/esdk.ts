@@ -42,7 +42,7 @@ import {
   ratioTable,
   table,
   timestamp,
-  writeResults,
+  writeRun,
 } from './lib/report';
 import { BENCH_KEY_ALIAS, spawnSealbox } from './lib/servers';
 
@@ -265,15 +265,10 @@ async function main(): Promise<number> {
     title: 'sealbox over gRPC ÷ AWS Encryption SDK in-process (same run)',
     subtitle: `${opts.messageBytes} B messages, encrypt, ${opts.profile} profile`,
   });
-  const path = writeResults(
+  const path = writeRun(
     'esdk',
+    { started, environment: env, options: opts },
     {
-      name: 'esdk',
-      profile: opts.profile,
-      startedAt: new Date(started).toISOString(),
-      durationSeconds: (Date.now() - started) / 1000,
-      environment: env,
-      options: opts,
       esdkVersion: require('@aws-crypto/client-node/package.json').version as string,
       esdk: Object.fromEntries(esdk.map((r) => [r.id, r])),
       sealbox: sealboxResult,

@@ -30,7 +30,7 @@ import {
   redactTokens,
   table,
   timestamp,
-  writeResults,
+  writeRun,
 } from './lib/report';
 import { BENCH_KEY_ALIAS, spawnEcho, spawnSealbox } from './lib/servers';
 import { runUnaryClient, type UnaryRun } from './lib/unary-driver';
@@ -306,15 +306,10 @@ async function main(): Promise<number> {
     title: 'Cold-start storm (same run)',
     subtitle: `${opts.requests} concurrent Decrypts on a fresh sealbox, ${opts.profile} profile`,
   });
-  const path = writeResults(
+  const path = writeRun(
     'storm',
+    { started, environment: env, options: opts },
     {
-      name: 'storm',
-      profile: opts.profile,
-      startedAt: new Date(started).toISOString(),
-      durationSeconds: (Date.now() - started) / 1000,
-      environment: env,
-      options: opts,
       vault: { ...vault.settings, keyId: vault.info.keyId },
       serverConfig: stormConfig,
       cases: Object.fromEntries(cases.map((c) => [c.id, c])),

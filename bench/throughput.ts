@@ -25,7 +25,7 @@ import {
   type Ratio,
   table,
   timestamp,
-  writeResults,
+  writeRun,
 } from './lib/report';
 import { BENCH_KEY_ALIAS, type SpawnedServer, spawnEcho, spawnSealbox } from './lib/servers';
 
@@ -361,15 +361,10 @@ async function main(): Promise<number> {
     title: 'sealbox streaming throughput ratios (same run)',
     subtitle: `${opts.messageBytes} B messages, ${opts.profile} profile`,
   });
-  const path = writeResults(
+  const path = writeRun(
     'throughput',
+    { started, environment: env, options: opts },
     {
-      name: 'throughput',
-      profile: opts.profile,
-      startedAt: new Date(started).toISOString(),
-      durationSeconds: (Date.now() - started) / 1000,
-      environment: env,
-      options: opts,
       serverConfigs,
       inProcessAes: aes,
       openssl,

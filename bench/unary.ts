@@ -25,7 +25,7 @@ import {
   redactTokens,
   table,
   timestamp,
-  writeResults,
+  writeRun,
 } from './lib/report';
 import { BENCH_KEY_ALIAS, spawnEcho, spawnSealbox } from './lib/servers';
 import { runUnaryClient, type UnaryRun } from './lib/unary-driver';
@@ -232,15 +232,10 @@ async function main(): Promise<number> {
       subtitle: `${opts.profile} profile, concurrency ${topC}`,
     },
   );
-  const path = writeResults(
+  const path = writeRun(
     'unary',
+    { started, environment: env, options: opts },
     {
-      name: 'unary',
-      profile: opts.profile,
-      startedAt: new Date(started).toISOString(),
-      durationSeconds: (Date.now() - started) / 1000,
-      environment: env,
-      options: opts,
       vault: { ...vault.settings, keyId: vault.info.keyId },
       serverConfig: redactTokens(sealbox.config),
       vaultCallsWholeRun: vaultTotals,

@@ -74,6 +74,38 @@ export function writeResults(name: string, data: unknown, stamp = timestamp()): 
   return writeResultFile(`${name}-${stamp}.json`, `${JSON.stringify(data, null, 2)}\n`);
 }
 
+/** What every profile-driven benchmark records about its run. */
+export interface RunInfo {
+  readonly started: number;
+  readonly environment: unknown;
+  readonly options: { readonly profile: string };
+}
+
+/**
+ * Writes bench/results/<name>-<stamp>.json with the fields every benchmark shares (name, profile,
+ * start, duration, environment, options) followed by its own `data`; returns the path.
+ */
+export function writeRun(
+  name: string,
+  run: RunInfo,
+  data: Record<string, unknown>,
+  stamp = timestamp(),
+): string {
+  return writeResults(
+    name,
+    {
+      name,
+      profile: run.options.profile,
+      startedAt: new Date(run.started).toISOString(),
+      durationSeconds: (Date.now() - run.started) / 1000,
+      environment: run.environment,
+      options: run.options,
+      ...data,
+    },
+    stamp,
+  );
+}
+
 /** Writes `text` to bench/results/<file> (via a .tmp file); returns its path. */
 export function writeResultFile(file: string, text: string): string {
   const dir = resultsDir();
