@@ -20,16 +20,22 @@ export const ErrorCode = {
   KEY_NOT_FOUND: 'KEY_NOT_FOUND',
   /** The key-encryption key (or this version of it) is disabled, expired, not yet valid or deleted. */
   KEY_DISABLED: 'KEY_DISABLED',
-  /** The key provider refused the operation for this identity. */
+  /** The key provider refused the operation for sealbox's own identity (the vault's access policy). */
   PERMISSION_DENIED: 'PERMISSION_DENIED',
+  /** sealbox's access policy does not grant the caller this operation, key alias or service. */
+  ACCESS_DENIED: 'ACCESS_DENIED',
   /** The vault did not answer (network, 5xx, timeout): no verdict about the key. */
   VAULT_UNAVAILABLE: 'VAULT_UNAVAILABLE',
   /** The vault throttled the request. */
   VAULT_THROTTLED: 'VAULT_THROTTLED',
   /** A size or count limit was exceeded (unary size, chunk count, stream length). */
   LIMIT_EXCEEDED: 'LIMIT_EXCEEDED',
-  /** The server is at capacity (worker queue full); retry with backoff. */
+  /** The server is at capacity (worker queue full, too many open streams); retry with backoff. */
   OVERLOADED: 'OVERLOADED',
+  /** The caller's identity is over one of its own limits (request rate, concurrent streams). */
+  QUOTA_EXCEEDED: 'QUOTA_EXCEEDED',
+  /** A stream made no progress in either direction for the configured idle timeout. */
+  IDLE_TIMEOUT: 'IDLE_TIMEOUT',
   /** The call was cancelled by the client or by shutdown. */
   CANCELLED: 'CANCELLED',
   /** A bug or an unexpected failure; details are logged, not returned. */

@@ -18,6 +18,7 @@ import { KeyWatcher } from './kek/watcher';
 import { createLogger, type Logger } from './log/logger';
 import { SealboxMetrics } from './metrics/metrics';
 import { ChunkPool, type PoolStats, resolvePoolMode } from './pool/pool';
+import { AccessControl } from './server/access';
 import { startAdminServer } from './server/admin';
 import { type MetricsHttpServer, startMetricsServer } from './server/http';
 import { metricsInterceptor } from './server/interceptor';
@@ -29,6 +30,8 @@ import { ByteBudget } from './util/budget';
 export interface SealboxStats {
   /** Bytes held by calls in flight (the shared ByteBudget). */
   readonly bytesInFlight: number;
+  /** Streaming calls open (admitted and not yet ended). */
+  readonly streamsOpen: number;
   readonly pool: PoolStats;
   readonly cache: CacheStats;
 }
@@ -151,13 +154,16 @@ export async function startSealbox(
     registry,
   );
   const budget = new ByteBudget(config.stream.maxInFlightBytes);
+  const access = new AccessControl(config, (keyId) => registry.aliasesOf(keyId), log);
+  const adminDeps = { cache, watcher, registry, log };
   let server: RunningServer;
   try {
     server = await startServer(
       config,
-      { service, budget, limits: config.stream, log },
+      { service, budget, limits: config.stream, access, log },
       log,
       metrics ? [metricsInterceptor(metrics)] : [],
+      adminDeps,
     );
   } catch (err) {
     await pool.close();
@@ -215,12 +221,12 @@ export async function startSealbox(
     log.info({ url: metricsServer.url }, 'metrics listening');
   }
   const admin = config.listen.adminSocket
-    ? await startAdminServer(config.listen.adminSocket, config.listen.socketMode, {
-        cache,
-        watcher,
-        registry,
-        log,
-      })
+    ? await startAdminServer(
+        config.listen.adminSocket,
+        { mode: config.listen.adminSocketMode, group: config.listen.adminSocketGroup },
+        adminDeps,
+        access,
+      )
     : undefined;
   const webhook = config.webhook.listen
     ? await startWebhookServer(
@@ -239,7 +245,12 @@ export async function startSealbox(
   return {
     server,
     log,
-    stats: () => ({ bytesInFlight: budget.inUse, pool: pool.stats, cache: cache?.stats() ?? CACHE_OFF }),
+    stats: () => ({
+      bytesInFlight: budget.inUse,
+      streamsOpen: access.streamsOpen,
+      pool: pool.stats,
+      cache: cache?.stats() ?? CACHE_OFF,
+    }),
     flushCache: () => cache?.flush(),
     watcher,
     webhookUrl: webhook ? `${webhook.url}/eventgrid` : undefined,

@@ -74,6 +74,7 @@ export const EXIT_CODE_NAMES: Readonly<Record<number, string>> = {
 export function exitCodeFor(code: string | undefined, expired = false): ExitCode {
   switch (code) {
     case ErrorCode.PERMISSION_DENIED:
+    case ErrorCode.ACCESS_DENIED:
       return ExitCode.PERMISSION_DENIED;
     case ErrorCode.KEY_DISABLED:
       return expired ? ExitCode.KEY_NOT_IN_DATE : ExitCode.KEY_DISABLED;

@@ -92,136 +92,303 @@ const tcpListener = z.object({
   port: z.number().int().min(0).max(65535),
 });
 
-export const configSchema = z.object({
-  /** Directory for sealbox's own state (dev keys, sockets in dev mode). */
-  dataDir: z.string().min(1).default('./.sealbox'),
-  listen: z
-    .object({
-      /** Unix socket path; null disables it. */
-      socket: z.string().min(1).nullable().default('/run/sealbox/sealbox.sock'),
-      /** Permission bits of the socket file. */
-      socketMode: z.number().int().min(0).max(0o777).default(0o600),
-      /** Optional TCP listener, loopback by default. */
-      tcp: tcpListener
-        .refine((t) => isLoopback(t.host), {
-          message:
-            'listen.tcp.host must be a loopback address (127.0.0.0/8, ::1, localhost): sealbox serves gRPC ' +
-            'without TLS, so it refuses to listen beyond this machine — use the Unix socket, or keep TCP on loopback',
-          path: ['host'],
-        })
-        .nullable()
-        .default(null),
-      /** Unix socket of the Admin service (cache flush, key revocation); null disables it. */
-      adminSocket: z.string().min(1).nullable().default(null),
-    })
-    .prefault({})
-    .refine((l) => l.socket !== null || l.tcp !== null, 'listen needs a socket or a tcp listener'),
-  /** Key aliases callers may name, each bound to a KEK provider. */
-  keys: z
-    .record(
-      z.string().regex(/^[A-Za-z0-9._-]{1,64}$/, 'key aliases are 1-64 of A-Z a-z 0-9 . _ -'),
-      z.discriminatedUnion('provider', [localKey, azureKey]),
-    )
-    .default({}),
-  envelope: z
-    .object({
-      defaultChunkSize: size(4 * KiB, 4 * MiB).default(64 * KiB),
-      unaryMaxBytes: size(1, 64 * MiB).default(4 * MiB),
-      /** Target plaintext bytes per pool task. */
-      batchBytes: size(4 * KiB, 16 * MiB).default(1 * MiB),
-    })
-    .prefault({}),
-  stream: z
-    .object({
-      /** Segments (pool tasks) one stream may have in flight before it stops reading. */
-      maxInFlightSegments: size(1, 256).default(4),
-      /** Bytes in flight across all calls before calls wait. */
-      maxInFlightBytes: size(1 * MiB, 4096 * MiB).default(128 * MiB),
-      /** Largest gRPC message the server accepts (unary requests and stream messages). */
-      maxMessageBytes: size(64 * KiB, 256 * MiB).default(8 * MiB),
-      /**
-       * HTTP/2 flow-control window the server advertises (per stream and per connection); 0 keeps
-       * grpc-js's 64 KiB. Capped at 128 KiB: larger windows stalled Node-to-Node HTTP/2 on Unix
-       * sockets in testing (PERF-NOTES.md).
-       */
-      http2WindowBytes: size(0, 128 * KiB).default(0),
-      /** Largest data message the server sends; longer output is split. */
-      writeMessageBytes: size(4 * KiB, 4 * MiB).default(2 * MiB),
-    })
-    .prefault({}),
-  cache: z
-    .object({
-      /** false: one vault call per operation (the benchmark's baseline). */
-      enabled: z.boolean().default(true),
-      /** Distinct vault calls in flight at once; beyond that callers queue (with their deadline). */
-      maxConcurrentVaultCalls: size(1, 1024).default(16),
-      encrypt: z
-        .object({
-          /** Required bound on how long one DEK seals new messages. */
-          maxAgeMs: size(100, 24 * 3600_000).default(300_000),
-          maxMessages: size(1, 2 ** 32).default(1_000_000),
-          /** Plaintext bytes sealed under one DEK (streams count as they pass). */
-          maxBytes: size(1 * MiB, 2 ** 40).default(2 ** 36),
-          /** Fraction of any budget at which a replacement DEK is wrapped in the background; 0 = off. */
-          refreshAhead: z
-            .number()
-            .refine((v) => v === 0 || (v >= 0.5 && v <= 0.95), 'refreshAhead is 0 (off) or 0.5..0.95')
-            .default(0.75),
-        })
-        .prefault({}),
-      decrypt: z
-        .object({
-          maxEntries: size(1, 1_000_000).default(10_000),
-          ttlMs: size(100, 24 * 3600_000).default(300_000),
-        })
-        .prefault({}),
-    })
-    .prefault({}),
-  /** Azure Event Grid webhook (push revocation); off unless `listen` is set. */
-  webhook: z
-    .object({
-      listen: tcpListener.nullable().default(null),
-      /** Shared secret: the `secret` query parameter of the subscription URL (or a Bearer token). */
-      secret: z.string().min(16, 'webhook.secret must be at least 16 characters').nullable().default(null),
-      secretFile: z.string().min(1).nullable().default(null),
-    })
-    .refine((w) => w.listen === null || w.secret !== null || w.secretFile !== null, {
-      message: 'webhook.listen needs webhook.secret or webhook.secretFile',
-      path: ['secret'],
-    })
-    .prefault({}),
+/** TLS for the gRPC TCP listener; with clientCaFile, clients must present a certificate (mTLS). */
+const grpcTls = z.strictObject({
+  /** PEM certificate chain the server presents. */
+  certFile: z.string().min(1),
+  /** PEM private key of that certificate. */
+  keyFile: z.string().min(1),
   /**
-   * Prometheus metrics and HTTP probes: one plain-HTTP listener serving /metrics, /healthz (the process
-   * is up) and /readyz (200 while the gRPC health status of "" is SERVING). null (the default) turns
-   * metrics off: no listener, no RPC interceptor. Enable with e.g. `{ port: 9464 }` (loopback unless a
-   * host is given; set host 0.0.0.0 for a scrape from outside the pod), flag --metrics or SEALBOX_METRICS.
+   * PEM CA bundle client certificates must chain to. When set, a client without a valid certificate
+   * cannot connect, and access.identities can match callers by their certificate.
    */
-  metrics: z.object({ listen: tcpListener.nullable().default(null) }).prefault({}),
-  revocation: z
-    .object({
-      /** How often the key watcher checks every key version in use (jittered ±10 %). */
-      pollIntervalMs: size(1000, 24 * 3600_000).default(30_000),
-    })
-    .prefault({}),
-  pool: z
-    .object({
-      /**
-       * Where AES runs. "workers": batches go to piscina threads, the main thread does I/O only.
-       * "inline": on the main thread. "auto" (default): inline on machines with ≤ 2 cores, where it
-       * measured 2-2.5× faster than workers for one stream (client, main thread and workers compete
-       * for the same cores; README "Performance"); workers above that.
-       */
-      mode: z.enum(['auto', 'workers', 'inline']).default('auto'),
-      threads: size(1, 256).default(availableParallelism()),
-      maxQueue: size(1, 1_000_000).default(1024),
-      inlineBelowBytes: size(0, 64 * MiB).default(64 * KiB),
-    })
-    .prefault({}),
-  log: z
-    .object({ level: z.enum(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent']).default('info') })
-    .prefault({}),
-  shutdown: z.object({ graceMs: size(0, 600_000).default(15_000) }).prefault({}),
+  clientCaFile: z.string().min(1).nullable().default(null),
 });
+
+const grpcTcpListener = tcpListener
+  .extend({ tls: grpcTls.nullable().default(null) })
+  .refine((t) => t.tls !== null || isLoopback(t.host), {
+    message:
+      'listen.tcp.host is not a loopback address (127.0.0.0/8, ::1, localhost), so listen.tcp.tls is required: ' +
+      'sealbox refuses to serve keys in plaintext beyond this machine — set tls.certFile and tls.keyFile ' +
+      '(and tls.clientCaFile for mTLS), or keep TCP on loopback',
+    path: ['tls'],
+  });
+
+/** A Unix socket's group: a numeric gid or a group name from /etc/group; null keeps the process's group. */
+const socketGroup = z
+  .union([
+    z
+      .number()
+      .int()
+      .min(0)
+      .max(2 ** 32 - 2),
+    z.string().regex(/^[A-Za-z_][A-Za-z0-9_.-]{0,31}\$?$/, 'a group name or a numeric gid'),
+  ])
+  .nullable()
+  .default(null);
+
+const KEY_ALIAS = /^[A-Za-z0-9._-]{1,64}$/;
+
+/** What an access policy can grant on a key alias. */
+export const KEY_OPERATIONS = ['encrypt', 'decrypt', 'rewrap'] as const;
+export type KeyOperation = (typeof KEY_OPERATIONS)[number];
+
+/**
+ * How a caller without a (matching) client certificate arrives: on the envelope Unix socket, over TCP
+ * (loopback, or TLS without a client certificate), or on the admin socket.
+ */
+export const PEER_KINDS = ['socket', 'tcp', 'admin-socket'] as const;
+export type PeerKind = (typeof PEER_KINDS)[number];
+
+/** One client-certificate rule: exactly one field, compared exactly. */
+const certificateMatch = z
+  .strictObject({
+    /** A URI subject alternative name, e.g. a SPIFFE id spiffe://cluster.local/ns/billing/sa/api. */
+    uri: z.string().min(1).optional(),
+    /** A DNS subject alternative name. */
+    dns: z.string().min(1).optional(),
+    /** The subject's common name (CN). */
+    commonName: z.string().min(1).optional(),
+  })
+  .refine((m) => Object.values(m).filter((v) => v !== undefined).length === 1, {
+    message: 'a certificate rule has exactly one of uri, dns, commonName',
+  });
+export type CertificateMatch = z.infer<typeof certificateMatch>;
+
+const identity = z
+  .strictObject({
+    /** Callers without a client certificate that arrive this way are this identity. */
+    peers: z.array(z.enum(PEER_KINDS)).default([]),
+    /** Callers whose client certificate matches any of these are this identity. */
+    certificates: z.array(certificateMatch).default([]),
+    /** Key aliases the identity may use; "*" for all. */
+    keys: z.array(z.string().refine((k) => k === '*' || KEY_ALIAS.test(k), 'a key alias or "*"')).default([]),
+    /** What it may do with those keys. */
+    operations: z.array(z.enum(KEY_OPERATIONS)).default([]),
+    /** May call the Admin service (cache flush, key revocation, key status). */
+    admin: z.boolean().default(false),
+    limits: z
+      .strictObject({
+        /** Streaming calls this identity may have open at once; beyond it, RESOURCE_EXHAUSTED. */
+        maxConcurrentStreams: size(1, 1_000_000).nullable().default(null),
+        /** Calls (unary calls and stream starts) per second, sustained; beyond it, RESOURCE_EXHAUSTED. */
+        requestsPerSecond: z.number().positive().max(1_000_000).nullable().default(null),
+        /** Calls allowed in a burst above the rate; default: one second's worth. */
+        burst: size(1, 10_000_000).nullable().default(null),
+      })
+      .refine((l) => l.burst === null || l.requestsPerSecond !== null, {
+        message: 'burst needs requestsPerSecond',
+        path: ['burst'],
+      })
+      .prefault({}),
+  })
+  .refine((i) => i.peers.length > 0 || i.certificates.length > 0, {
+    message: 'an identity needs peers or certificates: otherwise no caller can be it',
+    path: ['peers'],
+  });
+export type AccessIdentity = z.infer<typeof identity>;
+
+export const configSchema = z
+  .object({
+    /** Directory for sealbox's own state (dev keys, sockets in dev mode). */
+    dataDir: z.string().min(1).default('./.sealbox'),
+    listen: z
+      .object({
+        /** Unix socket path; null disables it. */
+        socket: z.string().min(1).nullable().default('/run/sealbox/sealbox.sock'),
+        /** Permission bits of the socket file (0660 with socketGroup shares it with one group). */
+        socketMode: z.number().int().min(0).max(0o777).default(0o600),
+        /** Group of the socket file. */
+        socketGroup,
+        /** Optional TCP listener: loopback without TLS, any address with TLS. */
+        tcp: grpcTcpListener.nullable().default(null),
+        /** Unix socket of the Admin service (cache flush, key revocation); null disables it. */
+        adminSocket: z.string().min(1).nullable().default(null),
+        adminSocketMode: z.number().int().min(0).max(0o777).default(0o600),
+        adminSocketGroup: socketGroup,
+      })
+      .prefault({})
+      .refine((l) => l.socket !== null || l.tcp !== null, 'listen needs a socket or a tcp listener'),
+    /** Key aliases callers may name, each bound to a KEK provider. */
+    keys: z
+      .record(
+        z.string().regex(KEY_ALIAS, 'key aliases are 1-64 of A-Z a-z 0-9 . _ -'),
+        z.discriminatedUnion('provider', [localKey, azureKey]),
+      )
+      .default({}),
+    envelope: z
+      .object({
+        defaultChunkSize: size(4 * KiB, 4 * MiB).default(64 * KiB),
+        unaryMaxBytes: size(1, 64 * MiB).default(4 * MiB),
+        /** Target plaintext bytes per pool task. */
+        batchBytes: size(4 * KiB, 16 * MiB).default(1 * MiB),
+      })
+      .prefault({}),
+    stream: z
+      .object({
+        /** Segments (pool tasks) one stream may have in flight before it stops reading. */
+        maxInFlightSegments: size(1, 256).default(4),
+        /** Bytes in flight across all calls before calls wait. */
+        maxInFlightBytes: size(1 * MiB, 4096 * MiB).default(128 * MiB),
+        /** Largest gRPC message the server accepts (unary requests and stream messages). */
+        maxMessageBytes: size(64 * KiB, 256 * MiB).default(8 * MiB),
+        /**
+         * HTTP/2 flow-control window the server advertises (per stream and per connection); 0 keeps
+         * grpc-js's 64 KiB. Capped at 128 KiB: larger windows stalled Node-to-Node HTTP/2 on Unix
+         * sockets in testing (PERF-NOTES.md).
+         */
+        http2WindowBytes: size(0, 128 * KiB).default(0),
+        /** Largest data message the server sends; longer output is split. */
+        writeMessageBytes: size(4 * KiB, 4 * MiB).default(2 * MiB),
+        /** Streaming calls open at once across all callers; beyond it, new streams get RESOURCE_EXHAUSTED. */
+        maxConcurrentStreams: size(1, 1_000_000).default(1024),
+        /**
+         * A stream that neither receives nor sends a message for this long ends with DEADLINE_EXCEEDED,
+         * releasing what it holds (a client that went away without closing); 0 = no idle limit.
+         */
+        idleTimeoutMs: size(0, 24 * 3600_000).default(300_000),
+      })
+      .prefault({}),
+    /**
+     * Who may do what. null (the default): every caller of the envelope socket and TCP listener may use
+     * every key for every operation, and only admin-socket callers may call Admin — the file mode of the
+     * sockets is the access control. With identities, a caller that is none of them is refused, and each
+     * identity gets only the keys, operations and limits listed.
+     */
+    access: z
+      .object({
+        identities: z.record(
+          z.string().regex(/^[A-Za-z0-9._-]{1,64}$/, 'identity names are 1-64 of A-Z a-z 0-9 . _ -'),
+          identity,
+        ),
+      })
+      .nullable()
+      .default(null),
+    cache: z
+      .object({
+        /** false: one vault call per operation (the benchmark's baseline). */
+        enabled: z.boolean().default(true),
+        /** Distinct vault calls in flight at once; beyond that callers queue (with their deadline). */
+        maxConcurrentVaultCalls: size(1, 1024).default(16),
+        encrypt: z
+          .object({
+            /** Required bound on how long one DEK seals new messages. */
+            maxAgeMs: size(100, 24 * 3600_000).default(300_000),
+            maxMessages: size(1, 2 ** 32).default(1_000_000),
+            /** Plaintext bytes sealed under one DEK (streams count as they pass). */
+            maxBytes: size(1 * MiB, 2 ** 40).default(2 ** 36),
+            /** Fraction of any budget at which a replacement DEK is wrapped in the background; 0 = off. */
+            refreshAhead: z
+              .number()
+              .refine((v) => v === 0 || (v >= 0.5 && v <= 0.95), 'refreshAhead is 0 (off) or 0.5..0.95')
+              .default(0.75),
+          })
+          .prefault({}),
+        decrypt: z
+          .object({
+            maxEntries: size(1, 1_000_000).default(10_000),
+            ttlMs: size(100, 24 * 3600_000).default(300_000),
+          })
+          .prefault({}),
+      })
+      .prefault({}),
+    /** Azure Event Grid webhook (push revocation); off unless `listen` is set. */
+    webhook: z
+      .object({
+        listen: tcpListener.nullable().default(null),
+        /** Shared secret: the `secret` query parameter of the subscription URL (or a Bearer token). */
+        secret: z.string().min(16, 'webhook.secret must be at least 16 characters').nullable().default(null),
+        secretFile: z.string().min(1).nullable().default(null),
+      })
+      .refine((w) => w.listen === null || w.secret !== null || w.secretFile !== null, {
+        message: 'webhook.listen needs webhook.secret or webhook.secretFile',
+        path: ['secret'],
+      })
+      .prefault({}),
+    /**
+     * Prometheus metrics and HTTP probes: one plain-HTTP listener serving /metrics, /healthz (the process
+     * is up) and /readyz (200 while the gRPC health status of "" is SERVING). null (the default) turns
+     * metrics off: no listener, no RPC interceptor. Enable with e.g. `{ port: 9464 }` (loopback unless a
+     * host is given; set host 0.0.0.0 for a scrape from outside the pod), flag --metrics or SEALBOX_METRICS.
+     */
+    metrics: z.object({ listen: tcpListener.nullable().default(null) }).prefault({}),
+    revocation: z
+      .object({
+        /** How often the key watcher checks every key version in use (jittered ±10 %). */
+        pollIntervalMs: size(1000, 24 * 3600_000).default(30_000),
+      })
+      .prefault({}),
+    pool: z
+      .object({
+        /**
+         * Where AES runs. "workers": batches go to piscina threads, the main thread does I/O only.
+         * "inline": on the main thread. "auto" (default): inline on machines with ≤ 2 cores, where it
+         * measured 2-2.5× faster than workers for one stream (client, main thread and workers compete
+         * for the same cores; README "Performance"); workers above that.
+         */
+        mode: z.enum(['auto', 'workers', 'inline']).default('auto'),
+        threads: size(1, 256).default(availableParallelism()),
+        maxQueue: size(1, 1_000_000).default(1024),
+        inlineBelowBytes: size(0, 64 * MiB).default(64 * KiB),
+      })
+      .prefault({}),
+    log: z
+      .object({
+        level: z.enum(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent']).default('info'),
+      })
+      .prefault({}),
+    shutdown: z.object({ graceMs: size(0, 600_000).default(15_000) }).prefault({}),
+  })
+  .superRefine((config, ctx) => {
+    const access = config.access;
+    if (!access) return;
+    const peerOwner = new Map<string, string>();
+    const certificateOwner = new Map<string, string>();
+    for (const [name, id] of Object.entries(access.identities)) {
+      const path = ['access', 'identities', name];
+      for (const alias of id.keys) {
+        if (alias !== '*' && !(alias in config.keys)) {
+          ctx.addIssue({
+            code: 'custom',
+            path: [...path, 'keys'],
+            message: `"${alias}" is not a configured key alias (keys: ${Object.keys(config.keys).join(', ') || 'none'})`,
+          });
+        }
+      }
+      for (const peer of id.peers) {
+        const owner = peerOwner.get(peer);
+        if (owner) {
+          ctx.addIssue({
+            code: 'custom',
+            path: [...path, 'peers'],
+            message: `peer "${peer}" is already identity "${owner}"; a caller must be exactly one identity`,
+          });
+        }
+        peerOwner.set(peer, name);
+      }
+      for (const rule of id.certificates) {
+        const key = JSON.stringify(rule);
+        const owner = certificateOwner.get(key);
+        if (owner) {
+          ctx.addIssue({
+            code: 'custom',
+            path: [...path, 'certificates'],
+            message: `certificate rule ${key} already belongs to identity "${owner}"`,
+          });
+        }
+        certificateOwner.set(key, name);
+      }
+    }
+    if (certificateOwner.size > 0 && !config.listen.tcp?.tls?.clientCaFile) {
+      ctx.addIssue({
+        code: 'custom',
+        path: ['listen', 'tcp', 'tls', 'clientCaFile'],
+        message:
+          'access.identities match client certificates, but no listener asks for one: set listen.tcp.tls.clientCaFile',
+      });
+    }
+  });
 
 export type Config = z.infer<typeof configSchema>;
 export type ConfigInput = z.input<typeof configSchema>;
@@ -322,6 +489,7 @@ function parseOrThrow(parse: (s: string) => unknown, text: string, where: string
   }
 }
 
+/** Sets `path` to `value`; an object value is merged into an object already there (--tcp keeps tls). */
 function setPath(target: Record<string, unknown>, path: string[], value: unknown): void {
   let node = target;
   for (const key of path.slice(0, -1)) {
@@ -329,7 +497,14 @@ function setPath(target: Record<string, unknown>, path: string[], value: unknown
     if (next === null || typeof next !== 'object') node[key] = {};
     node = node[key] as Record<string, unknown>;
   }
-  node[path[path.length - 1]!] = value;
+  const last = path[path.length - 1]!;
+  const existing = node[last];
+  if (isPlainObject(value) && isPlainObject(existing)) deepMerge(existing, value);
+  else node[last] = value;
+}
+
+function isPlainObject(value: unknown): value is Record<string, unknown> {
+  return value !== null && typeof value === 'object' && !Array.isArray(value);
 }
 
 function deepMerge(target: Record<string, unknown>, source: Record<string, unknown>): void {

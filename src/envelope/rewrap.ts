@@ -48,6 +48,7 @@ import { deriveMessageKeys, zeroMessageKeys } from '../crypto/kdf';
 import { ErrorCode, SealboxError } from '../errors';
 import type { KekProvider, WrapResult } from '../kek/provider';
 import type { KekRegistry } from '../kek/registry';
+import { ALLOW_ALL, type KeyAccess } from './access';
 
 /** What Rewrap needs from the KEK registry (tests pass a real registry over fake providers). */
 export type RewrapKeys = Pick<KekRegistry, 'forAlias' | 'forKeyId'>;
@@ -125,6 +126,7 @@ const ITEM_ERROR_CODES: ReadonlySet<ErrorCode> = new Set<ErrorCode>([
   ErrorCode.KEY_NOT_FOUND,
   ErrorCode.KEY_DISABLED,
   ErrorCode.PERMISSION_DENIED,
+  ErrorCode.ACCESS_DENIED,
 ]);
 
 /** True when `err` is about one RewrapStream item, so the stream reports it and continues. */
@@ -156,12 +158,16 @@ export class RewrapSession {
     private readonly dataKeys: DataKeySource,
     /** The call's signal: vault calls shared between items may only stop when the whole call does. */
     private readonly signal?: AbortSignal,
+    /** The caller's grants: rewrap on the ciphertext's key and on the target alias. */
+    private readonly access: KeyAccess = ALLOW_ALL,
   ) {}
 
   /** Rewraps one item; see the module comment for the order of checks. */
   async rewrap(item: RewrapItem): Promise<RewrapResult> {
     this.throwIfDisposed();
     const { header } = item;
+    this.access.checkKeyId('rewrap', header.keyId);
+    if (item.keyAlias) this.access.checkAlias('rewrap', item.keyAlias);
     const source = this.kek.forKeyId(header.keyId);
     const target = item.keyAlias ? this.kek.forAlias(item.keyAlias) : source;
     if (await this.isCurrent(target, header.keyId)) return this.unchanged(item);

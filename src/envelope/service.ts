@@ -26,6 +26,7 @@ import { type MessageKeys, zeroMessageKeys } from '../crypto/kdf';
 import { openFailure } from '../crypto/message';
 import { ErrorCode, SealboxError } from '../errors';
 import type { ChunkPool } from '../pool/pool';
+import { ALLOW_ALL, type KeyAccess } from './access';
 import {
   type RewrapKeys,
   type RewrapRequestFields,
@@ -64,9 +65,13 @@ export class EnvelopeService {
   }
 
   /** Rewraps one ciphertext's header under its key's current version (unary Rewrap). */
-  async rewrap(request: RewrapRequestFields, signal?: AbortSignal): Promise<RewrapResult> {
+  async rewrap(
+    request: RewrapRequestFields,
+    signal?: AbortSignal,
+    access: KeyAccess = ALLOW_ALL,
+  ): Promise<RewrapResult> {
     const item = readRewrapRequest(request);
-    const session = this.beginRewrap(signal);
+    const session = this.beginRewrap(signal, access);
     try {
       return await session.rewrap(item);
     } finally {
@@ -75,14 +80,14 @@ export class EnvelopeService {
   }
 
   /** Starts a rewrap session for one call; dispose it when the call ends (it zeroes the DEKs it holds). */
-  beginRewrap(signal?: AbortSignal): RewrapSession {
+  beginRewrap(signal?: AbortSignal, access: KeyAccess = ALLOW_ALL): RewrapSession {
     if (!this.kek) {
       throw new SealboxError(
         ErrorCode.INTERNAL,
         'Rewrap is not available: the envelope service was built without the KEK registry',
       );
     }
-    return new RewrapSession(this.kek, this.keys, signal);
+    return new RewrapSession(this.kek, this.keys, signal, access);
   }
 
   /** Encrypts a whole message (unary). */
@@ -91,6 +96,7 @@ export class EnvelopeService {
     plaintext: Buffer,
     context: EncryptionContext,
     signal?: AbortSignal,
+    access: KeyAccess = ALLOW_ALL,
   ): Promise<{ ciphertext: Buffer; keyId: string }> {
     if (plaintext.length > this.options.unaryMaxBytes) {
       throw new SealboxError(
@@ -98,7 +104,7 @@ export class EnvelopeService {
         `plaintext of ${plaintext.length} bytes exceeds the unary limit of ${this.options.unaryMaxBytes} bytes; use EncryptStream for large data`,
       );
     }
-    const session = await this.beginEncrypt(alias, context, 0, signal);
+    const session = await this.beginEncrypt(alias, context, 0, signal, access);
     try {
       const segments = [...session.push(plaintext), session.finish()];
       const body = await Promise.all(segments.map((s) => session.seal(s, signal)));
@@ -113,6 +119,7 @@ export class EnvelopeService {
     ciphertext: Buffer,
     expectedContext: EncryptionContext,
     signal?: AbortSignal,
+    access: KeyAccess = ALLOW_ALL,
   ): Promise<{ plaintext: Buffer; info: MessageInfo }> {
     if (ciphertext.length > this.options.unaryMaxBytes + this.unaryOverheadAllowance()) {
       throw new SealboxError(
@@ -120,7 +127,7 @@ export class EnvelopeService {
         `ciphertext of ${ciphertext.length} bytes exceeds the unary limit; use DecryptStream for large data`,
       );
     }
-    const session = this.beginDecrypt(expectedContext, signal);
+    const session = this.beginDecrypt(expectedContext, signal, access);
     try {
       const { info, segments } = await session.push(ciphertext);
       segments.push(session.finish());
@@ -138,10 +145,12 @@ export class EnvelopeService {
     context: EncryptionContext,
     chunkSize: number,
     signal?: AbortSignal,
+    access: KeyAccess = ALLOW_ALL,
   ): Promise<EncryptSession> {
     if (typeof alias !== 'string' || alias.length === 0) {
       throw new SealboxError(ErrorCode.INVALID_ARGUMENT, 'key_alias is required: name a configured key');
     }
+    access.checkAlias('encrypt', alias);
     const size = chunkSize === 0 ? this.options.defaultChunkSize : chunkSize;
     if (!isValidChunkSize(size)) {
       throw new SealboxError(
@@ -171,7 +180,11 @@ export class EnvelopeService {
   }
 
   /** Starts decrypting a message whose bytes will be pushed as they arrive. */
-  beginDecrypt(expectedContext: EncryptionContext, signal?: AbortSignal): DecryptSession {
+  beginDecrypt(
+    expectedContext: EncryptionContext,
+    signal?: AbortSignal,
+    access: KeyAccess = ALLOW_ALL,
+  ): DecryptSession {
     return new DecryptSession(
       this.keys,
       this.pool,
@@ -179,6 +192,7 @@ export class EnvelopeService {
       (size) => this.chunksPerSegment(size),
       this.mustOwn,
       signal,
+      access,
     );
   }
 
@@ -265,6 +279,7 @@ export class DecryptSession {
     chunksPerSegment: (chunkSize: number) => number,
     mustOwn: (bytes: number) => boolean,
     private readonly signal?: AbortSignal,
+    private readonly access: KeyAccess = ALLOW_ALL,
   ) {
     this.reader = new CiphertextReader(chunksPerSegment, mustOwn);
   }
@@ -276,6 +291,8 @@ export class DecryptSession {
   async push(ciphertext: Buffer): Promise<{ info?: MessageInfo; segments: Segment[] }> {
     const { header, segments } = this.reader.push(ciphertext);
     if (!header) return { segments };
+    // Before the vault is asked: a caller must not cause unwraps under keys it is not granted.
+    this.access.checkKeyId('decrypt', header.keyId);
     const keys = await this.dataKeys.forDecrypt(header, this.signal);
     if (this.disposed) {
       zeroMessageKeys(keys);

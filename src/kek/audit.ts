@@ -16,6 +16,8 @@ export interface AuditCaller {
   readonly caller: string;
   /** The RPC peer, when there is one. */
   readonly peer?: string;
+  /** The caller's identity in the access policy, once access control has named it. */
+  identity?: string;
 }
 
 const callers = new AsyncLocalStorage<AuditCaller>();
@@ -23,6 +25,12 @@ const callers = new AsyncLocalStorage<AuditCaller>();
 /** Runs `fn` with `caller` as the audit caller of every KEK call it makes (including async ones). */
 export function withAuditCaller<T>(caller: AuditCaller, fn: () => T): T {
   return callers.run(caller, fn);
+}
+
+/** Records the identity of the current call's caller (server/access.ts), for the audit lines that follow. */
+export function setAuditIdentity(identity: string): void {
+  const store = callers.getStore();
+  if (store) store.identity = identity;
 }
 
 /** Wraps a provider so each operation is logged once, after it completes. */

@@ -27,6 +27,11 @@ export class KekRegistry {
     );
   }
 
+  /** Every alias whose key owns `keyId` (two aliases may name one key); empty if none does. */
+  aliasesOf(keyId: string): string[] {
+    return [...this.byAlias].filter(([, provider]) => provider.owns(keyId)).map(([alias]) => alias);
+  }
+
   aliases(): string[] {
     return [...this.byAlias.keys()];
   }

@@ -1,6 +1,8 @@
 /**
  * sealbox.v1.Admin: cache flush, key revocation and key status, for operators. Served on its own
- * socket (listen.adminSocket) so application containers that share the envelope socket cannot reach it.
+ * socket (listen.adminSocket), which application containers that share the envelope socket cannot
+ * reach, and on the envelope server for identities with `admin: true` (e.g. an operator's mTLS
+ * certificate); every other caller gets PERMISSION_DENIED.
  */
 import { Server, ServerCredentials, type sendUnaryData } from '@grpc/grpc-js';
 import { loadApi } from '../api/proto';
@@ -11,6 +13,7 @@ import type { KeyVersionStatus } from '../gen/sealbox/v1/KeyVersionStatus';
 import type { KekRegistry } from '../kek/registry';
 import type { KeyWatcher } from '../kek/watcher';
 import type { Logger } from '../log/logger';
+import type { AccessControl, CallPeer } from './access';
 import { withCallers } from './callers';
 import { bindUnixSocket } from './socket';
 import { toServiceError } from './status';
@@ -23,10 +26,28 @@ export interface AdminDeps {
   readonly log: Logger;
 }
 
-export function adminHandlers(deps: AdminDeps): AdminHandlers {
+/**
+ * The Admin handlers. `admit` decides, per call, whether the caller is an admin identity; it throws
+ * ACCESS_DENIED (or QUOTA_EXCEEDED) otherwise.
+ */
+export function adminHandlers(
+  deps: AdminDeps,
+  admit: (call: CallPeer, method: string) => void,
+): AdminHandlers {
   const { cache, watcher, registry, log } = deps;
 
-  function unary<Res>(method: string, callback: sendUnaryData<Res>, work: () => Promise<Res>): void {
+  function unary<Res>(
+    method: string,
+    call: CallPeer,
+    callback: sendUnaryData<Res>,
+    work: () => Promise<Res>,
+  ): void {
+    try {
+      admit(call, method);
+    } catch (err) {
+      callback(toServiceError(err, log, method));
+      return;
+    }
     work().then(
       (response) => callback(null, response),
       (err) => callback(toServiceError(err, log, method)),
@@ -59,7 +80,7 @@ export function adminHandlers(deps: AdminDeps): AdminHandlers {
   return withCallers(
     {
       RevokeKey(call, callback) {
-        unary('RevokeKey', callback, async () => {
+        unary('RevokeKey', call, callback, async () => {
           const { keyId, keyAlias } = call.request;
           if (!keyId === !keyAlias) {
             throw new SealboxError(
@@ -89,8 +110,8 @@ export function adminHandlers(deps: AdminDeps): AdminHandlers {
         });
       },
 
-      FlushCache(_call, callback) {
-        unary('FlushCache', callback, async () => {
+      FlushCache(call, callback) {
+        unary('FlushCache', call, callback, async () => {
           const before = cache?.stats().entries ?? { encrypt: 0, decrypt: 0 };
           cache?.flush();
           log.warn({ by: 'admin', ...before }, 'DEK cache flushed');
@@ -98,23 +119,27 @@ export function adminHandlers(deps: AdminDeps): AdminHandlers {
         });
       },
 
-      GetKeyStatus(_call, callback) {
-        unary('GetKeyStatus', callback, async () => ({ keys: statusRows() }));
+      GetKeyStatus(call, callback) {
+        unary('GetKeyStatus', call, callback, async () => ({ keys: statusRows() }));
       },
     },
     'admin:',
   );
 }
 
-/** Starts the admin gRPC server on its own Unix socket (mode 0600). */
+/** Starts the admin gRPC server on its own Unix socket (mode 0600 unless configured otherwise). */
 export async function startAdminServer(
   path: string,
-  mode: number,
+  socket: { mode: number; group: number | string | null },
   deps: AdminDeps,
+  access: AccessControl,
 ): Promise<{ stop(): Promise<void> }> {
   const server = new Server();
-  server.addService(loadApi().sealbox.sealbox.v1.Admin.service, adminHandlers(deps));
-  await bindUnixSocket(server, path, mode, ServerCredentials.createInsecure());
+  server.addService(
+    loadApi().sealbox.sealbox.v1.Admin.service,
+    adminHandlers(deps, (call, method) => access.admitAdmin(call, 'admin', method)),
+  );
+  await bindUnixSocket(server, path, socket, ServerCredentials.createInsecure());
   return {
     async stop() {
       await new Promise<void>((resolve) => server.tryShutdown(() => resolve()));

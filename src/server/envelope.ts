@@ -2,8 +2,15 @@
  * gRPC handlers for sealbox.v1.Envelope: validate the request's shape, hand the work to the
  * envelope service, and answer with a status from the one error table.
  */
-import { type ServerUnaryCall, type ServiceError, type sendUnaryData, status } from '@grpc/grpc-js';
+import {
+  type ServerDuplexStream,
+  type ServerUnaryCall,
+  type ServiceError,
+  type sendUnaryData,
+  status,
+} from '@grpc/grpc-js';
 import type { EnvelopeHandlers } from '../api/proto';
+import type { KeyAccess } from '../envelope/access';
 import { isItemError, type RewrapResult, readRewrapRequest } from '../envelope/rewrap';
 import type { EnvelopeService } from '../envelope/service';
 import { ErrorCode, SealboxError } from '../errors';
@@ -15,6 +22,7 @@ import type { RewrapRequest__Output } from '../gen/sealbox/v1/RewrapRequest';
 import type { RewrapResponse } from '../gen/sealbox/v1/RewrapResponse';
 import type { Logger } from '../log/logger';
 import type { ByteBudget } from '../util/budget';
+import type { AccessControl, Admitted } from './access';
 import { withCallers } from './callers';
 import { toServiceError } from './status';
 import { Framed, StreamCall, type StreamLimits } from './stream-call';
@@ -49,11 +57,25 @@ export interface EnvelopeDeps {
   readonly service: EnvelopeService;
   readonly budget: ByteBudget;
   readonly limits: StreamLimits;
+  readonly access: AccessControl;
   readonly log: Logger;
 }
 
 export function envelopeHandlers(deps: EnvelopeDeps): EnvelopeHandlers {
-  const { service, budget, limits, log } = deps;
+  const { service, budget, limits, access, log } = deps;
+
+  /**
+   * Admits a streaming call (identity, rate, stream limits); on refusal ends it with the status and
+   * returns undefined. The caller releases the slot when the stream ends.
+   */
+  function admitStream(call: ServerDuplexStream<unknown, unknown>, method: string): Admitted | undefined {
+    try {
+      return access.admit(call, 'envelope', method, true);
+    } catch (err) {
+      call.emit('error', toServiceError(err, log, method));
+      return undefined;
+    }
+  }
 
   /** Runs a unary call with cancellation, budget and error mapping. */
   function unary<Req, Res>(
@@ -61,8 +83,15 @@ export function envelopeHandlers(deps: EnvelopeDeps): EnvelopeHandlers {
     call: ServerUnaryCall<Req, Res>,
     callback: sendUnaryData<Res>,
     bytes: number,
-    work: (signal: AbortSignal) => Promise<Res>,
+    work: (signal: AbortSignal, keys: KeyAccess) => Promise<Res>,
   ): void {
+    let admitted: Admitted;
+    try {
+      admitted = access.admit(call, 'envelope', method, false);
+    } catch (err) {
+      callback(toServiceError(err, log, method));
+      return;
+    }
     const abort = new AbortController();
     let answered = false;
     // grpc-js also reports 'cancelled' when a finished call's stream closes: only a call still
@@ -75,7 +104,7 @@ export function envelopeHandlers(deps: EnvelopeDeps): EnvelopeHandlers {
       .acquire(bytes, abort.signal)
       .then((h) => {
         held = h;
-        return work(abort.signal);
+        return work(abort.signal, admitted.keys);
       })
       .then(
         (response) => {
@@ -93,21 +122,23 @@ export function envelopeHandlers(deps: EnvelopeDeps): EnvelopeHandlers {
   return withCallers({
     Encrypt(call, callback) {
       const { keyAlias, plaintext, context } = call.request;
-      unary('Encrypt', call, callback, plaintext.length, async (signal) => {
-        const { ciphertext, keyId } = await service.encrypt(keyAlias, plaintext, context, signal);
+      unary('Encrypt', call, callback, plaintext.length, async (signal, keys) => {
+        const { ciphertext, keyId } = await service.encrypt(keyAlias, plaintext, context, signal, keys);
         return { ciphertext, keyId };
       });
     },
 
     Decrypt(call, callback) {
       const { ciphertext, expectedContext } = call.request;
-      unary('Decrypt', call, callback, ciphertext.length, async (signal) => {
-        const { plaintext, info } = await service.decrypt(ciphertext, expectedContext, signal);
+      unary('Decrypt', call, callback, ciphertext.length, async (signal, keys) => {
+        const { plaintext, info } = await service.decrypt(ciphertext, expectedContext, signal, keys);
         return { plaintext, keyId: info.keyId, context: info.context };
       });
     },
 
     EncryptStream(call) {
+      const admitted = admitStream(call, 'EncryptStream');
+      if (!admitted) return;
       const stream = new StreamCall<EncryptStreamRequest__Output, EncryptStreamResponse>(
         call,
         budget,
@@ -115,6 +146,7 @@ export function envelopeHandlers(deps: EnvelopeDeps): EnvelopeHandlers {
         log,
         'EncryptStream',
       );
+      stream.onEnd(admitted.release);
       (async () => {
         const messages = stream.messages();
         const first = await messages.next();
@@ -125,7 +157,13 @@ export function envelopeHandlers(deps: EnvelopeDeps): EnvelopeHandlers {
           );
         }
         const { keyAlias, context, chunkSize } = first.value.init;
-        const session = await service.beginEncrypt(keyAlias, context, chunkSize, stream.signal);
+        const session = await service.beginEncrypt(
+          keyAlias,
+          context,
+          chunkSize,
+          stream.signal,
+          admitted.keys,
+        );
         stream.onEnd(() => session.dispose());
         await stream.send({ metadata: { keyId: session.info.keyId, context: session.info.context } });
         await stream.send(session.header);
@@ -151,6 +189,8 @@ export function envelopeHandlers(deps: EnvelopeDeps): EnvelopeHandlers {
     },
 
     DecryptStream(call) {
+      const admitted = admitStream(call, 'DecryptStream');
+      if (!admitted) return;
       const stream = new StreamCall<DecryptStreamRequest__Output, DecryptStreamResponse>(
         call,
         budget,
@@ -158,6 +198,7 @@ export function envelopeHandlers(deps: EnvelopeDeps): EnvelopeHandlers {
         log,
         'DecryptStream',
       );
+      stream.onEnd(admitted.release);
       (async () => {
         let session: ReturnType<EnvelopeService['beginDecrypt']> | undefined;
         for await (const message of stream.messages()) {
@@ -168,7 +209,7 @@ export function envelopeHandlers(deps: EnvelopeDeps): EnvelopeHandlers {
                 'DecryptStream accepts init only as its first message',
               );
             }
-            session = service.beginDecrypt(message.init?.expectedContext ?? {}, stream.signal);
+            session = service.beginDecrypt(message.init?.expectedContext ?? {}, stream.signal, admitted.keys);
             stream.onEnd(() => session?.dispose());
             continue;
           }
@@ -179,7 +220,7 @@ export function envelopeHandlers(deps: EnvelopeDeps): EnvelopeHandlers {
             );
           }
           if (!session) {
-            session = service.beginDecrypt({}, stream.signal);
+            session = service.beginDecrypt({}, stream.signal, admitted.keys);
             stream.onEnd(() => session?.dispose());
           }
           const active = session;
@@ -208,8 +249,8 @@ export function envelopeHandlers(deps: EnvelopeDeps): EnvelopeHandlers {
         return;
       }
       const request = call.request;
-      unary('Rewrap', call, callback, request.headerOrCiphertext.length, async (signal) =>
-        rewrapResponse(await service.rewrap(request, signal)),
+      unary('Rewrap', call, callback, request.headerOrCiphertext.length, async (signal, keys) =>
+        rewrapResponse(await service.rewrap(request, signal, keys)),
       );
     },
 
@@ -223,6 +264,8 @@ export function envelopeHandlers(deps: EnvelopeDeps): EnvelopeHandlers {
         call.emit('error', rewrapUnavailable());
         return;
       }
+      const admitted = admitStream(call, 'RewrapStream');
+      if (!admitted) return;
       const stream = new StreamCall<RewrapRequest__Output, RewrapStreamResponse>(
         call,
         budget,
@@ -230,7 +273,8 @@ export function envelopeHandlers(deps: EnvelopeDeps): EnvelopeHandlers {
         log,
         'RewrapStream',
       );
-      const session = service.beginRewrap(stream.signal);
+      stream.onEnd(admitted.release);
+      const session = service.beginRewrap(stream.signal, admitted.keys);
       stream.onEnd(() => session.dispose());
       /** The item's failure as its response, or (not the item's fault) the stream's end. */
       const failed = (index: number, err: unknown, previousKeyId = ''): RewrapStreamResponse => {

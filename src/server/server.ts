@@ -1,13 +1,15 @@
 /**
- * The gRPC server: Envelope and grpc.health.v1 on a Unix socket (mode 0600 by default) and, if
- * configured, a TCP listener (loopback by default).
+ * The gRPC server: Envelope, Admin (admin identities only) and grpc.health.v1 on a Unix socket (mode
+ * 0600 by default) and, if configured, a TCP listener: plaintext on loopback, TLS (optionally mTLS)
+ * on any address.
  */
-import { unlinkSync } from 'node:fs';
+import { readFileSync, unlinkSync } from 'node:fs';
 import { Server, ServerCredentials, type ServerInterceptor } from '@grpc/grpc-js';
 import { HealthImplementation, type ServingStatus, type ServingStatusMap } from 'grpc-health-check';
 import { loadApi } from '../api/proto';
 import type { Config } from '../config/config';
 import type { Logger } from '../log/logger';
+import { type AdminDeps, adminHandlers } from './admin';
 import { type EnvelopeDeps, envelopeHandlers } from './envelope';
 import { setInitialWindow, widenConnectionWindows } from './http2-window';
 import { bind, bindUnixSocket } from './socket';
@@ -44,12 +46,16 @@ export interface RunningServer {
   stop(graceMs: number): Promise<void>;
 }
 
-/** `interceptors` run around every call (metrics: one per call, never per message). */
+/**
+ * `interceptors` run around every call (metrics: one per call, never per message). With `admin`, the
+ * Admin service is served too, to identities with `admin: true` only.
+ */
 export async function startServer(
   config: Config,
   deps: EnvelopeDeps,
   log: Logger,
   interceptors: ServerInterceptor[] = [],
+  admin?: AdminDeps,
 ): Promise<RunningServer> {
   const server = new Server({
     'grpc.max_receive_message_length': config.stream.maxMessageBytes,
@@ -63,24 +69,41 @@ export async function startServer(
     'DecryptStream',
   ]);
   server.addService(envelope, envelopeHandlers(deps));
+  if (admin) {
+    server.addService(
+      loadApi().sealbox.sealbox.v1.Admin.service,
+      adminHandlers(admin, (call, method) => deps.access.admitAdmin(call, 'envelope', method)),
+    );
+  }
   const health = new SealboxHealth(Object.fromEntries(HEALTH_SERVICES.map((s) => [s, 'NOT_SERVING'])));
   health.addToServer(server);
 
   const addresses: string[] = [];
   const socket = config.listen.socket;
   if (socket) {
-    await bindUnixSocket(server, socket, config.listen.socketMode, ServerCredentials.createInsecure());
+    await bindUnixSocket(
+      server,
+      socket,
+      { mode: config.listen.socketMode, group: config.listen.socketGroup },
+      ServerCredentials.createInsecure(),
+    );
     addresses.push(`unix:${socket}`);
   }
   if (config.listen.tcp) {
     const { host, port } = config.listen.tcp;
     const target = host.includes(':') ? `[${host}]:${port}` : `${host}:${port}`;
-    const bound = await bind(server, target, ServerCredentials.createInsecure());
+    const bound = await bind(server, target, tcpCredentials(config.listen.tcp.tls));
     addresses.push(host.includes(':') ? `[${host}]:${bound}` : `${host}:${bound}`);
   }
   if (window > 0) widenConnectionWindows(server, window, log);
   for (const s of HEALTH_SERVICES) health.setStatus(s, 'SERVING');
 
+  if (config.listen.tcp?.tls && !config.listen.tcp.tls.clientCaFile) {
+    log.warn(
+      { address: addresses.at(-1) },
+      'TLS listener without client certificates: any client that can reach it is the identity of peer "tcp"',
+    );
+  }
   return {
     addresses,
     health,
@@ -106,4 +129,22 @@ export async function startServer(
       }
     },
   };
+}
+
+/** Plaintext for loopback TCP (config allows no other without TLS); TLS, with client certificates required when a client CA is set. */
+function tcpCredentials(tls: NonNullable<Config['listen']['tcp']>['tls']): ServerCredentials {
+  if (!tls) return ServerCredentials.createInsecure();
+  const read = (field: string, path: string) => {
+    try {
+      return readFileSync(path);
+    } catch (err) {
+      throw new Error(`listen.tcp.tls.${field}: cannot read ${path}: ${(err as Error).message}`);
+    }
+  };
+  const clientCa = tls.clientCaFile ? read('clientCaFile', tls.clientCaFile) : null;
+  return ServerCredentials.createSsl(
+    clientCa,
+    [{ cert_chain: read('certFile', tls.certFile), private_key: read('keyFile', tls.keyFile) }],
+    clientCa !== null,
+  );
 }

@@ -1,5 +1,5 @@
 /** Binding grpc-js servers to Unix sockets with safe permissions, and to TCP. */
-import { chmodSync, lstatSync, mkdirSync, unlinkSync } from 'node:fs';
+import { chmodSync, chownSync, lstatSync, mkdirSync, readFileSync, unlinkSync } from 'node:fs';
 import { connect } from 'node:net';
 import { dirname } from 'node:path';
 import type { Server, ServerCredentials } from '@grpc/grpc-js';
@@ -12,16 +12,17 @@ export function bind(server: Server, target: string, credentials: ServerCredenti
 }
 
 /**
- * Binds a Unix socket that is never more open than `mode`: the umask makes the file 0600 from the
- * moment it exists, chmod then applies the configured mode. No other file is created while the umask
- * is narrowed (this runs at startup only).
+ * Binds a Unix socket that is never more open than `mode` for its final group: the umask makes the
+ * file 0600 from the moment it exists, chown then sets the group (if any) and chmod only after it
+ * applies the configured mode. No other file is created while the umask is narrowed (startup only).
  */
 export async function bindUnixSocket(
   server: Server,
   path: string,
-  mode: number,
+  access: { mode: number; group: number | string | null },
   credentials: ServerCredentials,
 ): Promise<void> {
+  const gid = access.group === null ? undefined : resolveGroup(access.group);
   await prepareSocketPath(path);
   const previous = process.umask(0o177);
   try {
@@ -29,7 +30,33 @@ export async function bindUnixSocket(
   } finally {
     process.umask(previous);
   }
-  chmodSync(path, mode);
+  if (gid !== undefined) {
+    try {
+      chownSync(path, -1, gid);
+    } catch (err) {
+      throw new Error(
+        `cannot give socket ${path} group ${access.group} (gid ${gid}): ${(err as Error).message}; ` +
+          'a non-root process can only choose a group it belongs to (e.g. its pod fsGroup)',
+      );
+    }
+  }
+  chmodSync(path, access.mode);
+}
+
+/** A numeric gid, or the gid of a group name looked up in /etc/group. */
+export function resolveGroup(group: number | string, groupFile = '/etc/group'): number {
+  if (typeof group === 'number') return group;
+  let text = '';
+  try {
+    text = readFileSync(groupFile, 'utf8');
+  } catch {
+    // No group database: only numeric groups work.
+  }
+  for (const line of text.split('\n')) {
+    const [name, , gid] = line.split(':');
+    if (name === group && gid !== undefined && /^\d+$/.test(gid)) return Number(gid);
+  }
+  throw new Error(`socket group "${group}" is not in ${groupFile}; use a numeric gid or an existing group`);
 }
 
 /**

@@ -25,6 +25,8 @@ export interface StreamLimits {
   readonly maxInFlightSegments: number;
   /** Output data is split into messages of at most this many bytes. */
   readonly writeMessageBytes: number;
+  /** The call ends with IDLE_TIMEOUT after this long without a message in or out; 0 = never. */
+  readonly idleTimeoutMs: number;
 }
 
 type DataResponse = { data?: unknown };
@@ -40,6 +42,8 @@ export class StreamCall<Req, Res extends DataResponse> {
   private readonly stopListeners = new Set<() => void>();
   private failure: unknown;
   private ended = false;
+  /** Restarted (refresh) by every message in or out; fires only on a stream that stopped moving. */
+  private readonly idleTimer: NodeJS.Timeout | undefined;
 
   constructor(
     private readonly call: ServerDuplexStream<Req, Res>,
@@ -54,6 +58,20 @@ export class StreamCall<Req, Res extends DataResponse> {
         false,
       );
     });
+    const idleMs = limits.idleTimeoutMs;
+    if (idleMs > 0) {
+      this.idleTimer = setTimeout(() => {
+        this.finishWith(
+          new SealboxError(
+            ErrorCode.IDLE_TIMEOUT,
+            `${method} made no progress for ${idleMs} ms: no message was received or sent ` +
+              '(stream.idleTimeoutMs); keep sending or reading, or end the stream',
+          ),
+          true,
+        );
+      }, idleMs);
+      this.idleTimer.unref();
+    }
   }
 
   /** Aborts pool tasks, budget waits and writes when the call ends. */
@@ -82,6 +100,7 @@ export class StreamCall<Req, Res extends DataResponse> {
     while (!this.ended) {
       const message = call.read() as Req | null;
       if (message !== null) {
+        this.idleTimer?.refresh();
         yield message;
         continue;
       }
@@ -195,6 +214,8 @@ export class StreamCall<Req, Res extends DataResponse> {
   private async writeOne(message: Res): Promise<void> {
     if (this.ended) return;
     if (!this.call.write(message)) await once(this.call, 'drain', { signal: this.signal });
+    // refresh() would re-arm a cleared timer, so only while the call lives.
+    if (!this.ended) this.idleTimer?.refresh();
   }
 
   private throwIfStopped(): void {
@@ -205,6 +226,7 @@ export class StreamCall<Req, Res extends DataResponse> {
     if (this.ended) return;
     this.ended = true;
     this.failure = err;
+    clearTimeout(this.idleTimer);
     if (err !== undefined) this.abort.abort(err);
     for (const fn of this.disposers.splice(0)) fn();
     for (const pending of this.pending.splice(0)) this.budget.release(pending.held);

@@ -35,6 +35,7 @@ import type { RewrapResponse__Output } from '../../src/gen/sealbox/v1/RewrapResp
 import { createLogger } from '../../src/log/logger';
 import { buildProviders } from '../../src/main';
 import { ChunkPool } from '../../src/pool/pool';
+import { AccessControl } from '../../src/server/access';
 import { startServer } from '../../src/server/server';
 import { ByteBudget } from '../../src/util/budget';
 
@@ -108,7 +109,8 @@ async function startRewrapSealbox(options: { registry?: boolean; retry?: object 
     options.registry === false ? undefined : registry,
   );
   const budget = new ByteBudget(config.stream.maxInFlightBytes);
-  const server = await startServer(config, { service, budget, limits: config.stream, log }, log);
+  const access = new AccessControl(config, (keyId) => registry.aliasesOf(keyId), log);
+  const server = await startServer(config, { service, budget, limits: config.stream, access, log }, log);
   const client = connectEnvelope(`unix:${config.listen.socket}`);
   return {
     client,

@@ -40,14 +40,58 @@ test('TCP listener parsing: host:port, [v6]:port, bare port, none', () => {
   assert.deepEqual(loadConfig({ flags: { tcp: '127.0.0.1:7000' } }).listen.tcp, {
     host: '127.0.0.1',
     port: 7000,
+    tls: null,
   });
-  assert.deepEqual(loadConfig({ flags: { tcp: '[::1]:7001' } }).listen.tcp, { host: '::1', port: 7001 });
+  assert.deepEqual(loadConfig({ flags: { tcp: '[::1]:7001' } }).listen.tcp, {
+    host: '::1',
+    port: 7001,
+    tls: null,
+  });
   assert.deepEqual(loadConfig({ flags: { tcp: '127.0.0.2:7003' } }).listen.tcp, {
     host: '127.0.0.2',
     port: 7003,
+    tls: null,
   });
-  assert.deepEqual(loadConfig({ flags: { tcp: '7002' } }).listen.tcp, { host: '127.0.0.1', port: 7002 });
+  assert.deepEqual(loadConfig({ flags: { tcp: '7002' } }).listen.tcp, {
+    host: '127.0.0.1',
+    port: 7002,
+    tls: null,
+  });
   assert.equal(loadConfig({ flags: { tcp: 'none' } }).listen.tcp, null);
+});
+
+test("a TCP listener beyond loopback is accepted with TLS, and --tcp keeps the file's tls settings", () => {
+  const dir = mkdtempSync(join(tmpdir(), 'sealbox-config-'));
+  const file = join(dir, 'c.json');
+  const tls = { certFile: '/tls/cert.pem', keyFile: '/tls/key.pem', clientCaFile: '/tls/ca.pem' };
+  writeFileSync(file, JSON.stringify({ listen: { tcp: { host: '0.0.0.0', port: 7443, tls } } }));
+  assert.deepEqual(loadConfig({ flags: { config: file } }).listen.tcp, { host: '0.0.0.0', port: 7443, tls });
+  assert.deepEqual(loadConfig({ flags: { config: file, tcp: '10.0.0.5:8443' } }).listen.tcp, {
+    host: '10.0.0.5',
+    port: 8443,
+    tls,
+  });
+});
+
+test('access policy: defaults filled in, a group by name or gid', () => {
+  const config = validateConfig({
+    keys: { orders: { provider: 'local', file: 'k' } },
+    listen: { socketGroup: 'app', adminSocketGroup: 1001 },
+    access: { identities: { app: { peers: ['socket'], keys: ['orders'], operations: ['decrypt'] } } },
+  });
+  assert.equal(config.listen.socketGroup, 'app');
+  assert.equal(config.listen.adminSocketGroup, 1001);
+  assert.equal(config.listen.adminSocketMode, 0o600);
+  assert.deepEqual(config.access?.identities['app'], {
+    peers: ['socket'],
+    certificates: [],
+    keys: ['orders'],
+    operations: ['decrypt'],
+    admin: false,
+    limits: { maxConcurrentStreams: null, requestsPerSecond: null, burst: null },
+  });
+  assert.equal(validateConfig({}).access, null);
+  assert.equal(validateConfig({}).stream.maxConcurrentStreams, 1024);
 });
 
 const bad: Array<[string, unknown, RegExp]> = [
@@ -73,9 +117,62 @@ const bad: Array<[string, unknown, RegExp]> = [
   [
     'a gRPC TCP listener on a LAN address',
     { listen: { tcp: { host: '10.1.2.3', port: 7000 } } },
-    /refuses to listen beyond/,
+    /listen\.tcp\.tls: .*refuses to serve keys in plaintext beyond this machine/,
   ],
   ['bad log level', { log: { level: 'loud' } }, /log\.level/],
+  [
+    'a socket group that is not a name or gid',
+    { listen: { socketGroup: 'no group!' } },
+    /listen\.socketGroup/,
+  ],
+  [
+    'an unknown field in listen.tcp.tls (a typo must not silently drop mTLS)',
+    { listen: { tcp: { host: '0.0.0.0', port: 1, tls: { certFile: 'c', keyFile: 'k', clientCA: 'x' } } } },
+    /listen\.tcp\.tls.*clientCA/s,
+  ],
+  [
+    'an access identity granted an alias that is not configured',
+    { access: { identities: { app: { peers: ['socket'], keys: ['orders'], operations: ['encrypt'] } } } },
+    /access\.identities\.app\.keys: "orders" is not a configured key alias/,
+  ],
+  [
+    'an unknown operation',
+    { access: { identities: { app: { peers: ['socket'], operations: ['sign'] } } } },
+    /access\.identities\.app\.operations/,
+  ],
+  [
+    'a misspelt identity field (strict: it would silently grant nothing or everything)',
+    { access: { identities: { app: { peers: ['socket'], operation: ['encrypt'] } } } },
+    /access\.identities\.app.*operation/s,
+  ],
+  [
+    'one peer kind given to two identities',
+    { access: { identities: { a: { peers: ['socket'] }, b: { peers: ['socket'] } } } },
+    /access\.identities\.b\.peers: peer "socket" is already identity "a"/,
+  ],
+  [
+    'an identity no caller can be',
+    { access: { identities: { ghost: { keys: ['*'] } } } },
+    /access\.identities\.ghost\.peers: an identity needs peers or certificates/,
+  ],
+  [
+    'a certificate rule with two fields',
+    {
+      listen: { tcp: { port: 1, tls: { certFile: 'c', keyFile: 'k', clientCaFile: 'ca' } } },
+      access: { identities: { a: { certificates: [{ uri: 'spiffe://x', dns: 'x' }] } } },
+    },
+    /access\.identities\.a\.certificates\.0: a certificate rule has exactly one of uri, dns, commonName/,
+  ],
+  [
+    'certificate identities without a client CA to verify them',
+    { access: { identities: { a: { certificates: [{ commonName: 'ops' }] } } } },
+    /listen\.tcp\.tls\.clientCaFile: access\.identities match client certificates/,
+  ],
+  [
+    'a burst without a rate',
+    { access: { identities: { a: { peers: ['socket'], limits: { burst: 5 } } } } },
+    /access\.identities\.a\.limits\.burst: burst needs requestsPerSecond/,
+  ],
   ['alias with a slash', { keys: { 'a/b': { provider: 'local', file: 'x' } } }, /keys/],
   ['key without a provider', { keys: { a: { file: 'x' } } }, /keys\.a\.provider/],
   [

@@ -330,6 +330,7 @@ describe('Rewrap', () => {
       'KEY_NOT_FOUND',
       'KEY_DISABLED',
       'PERMISSION_DENIED',
+      'ACCESS_DENIED',
     ];
     for (const code of Object.values(ErrorCode)) {
       assert.equal(isItemError(new SealboxError(code, 'x')), item.includes(code), code);
