@@ -97,7 +97,8 @@ class TokenBucket {
       this.tokens -= 1;
       return undefined;
     }
-    return Math.ceil(((1 - this.tokens) / this.rate) * 1000);
+    // The epsilon keeps float residue (0.998 tokens → 1.0000000000000009 ms) from adding a millisecond.
+    return Math.max(1, Math.ceil(((1 - this.tokens) / this.rate) * 1000 - 1e-6));
   }
 }
 

@@ -1,0 +1,305 @@
+/**
+ * AccessControl alone, with fake calls and a fake clock: who a caller is, what its grants allow, and
+ * the rate and stream limits. The wire (grpc-js, TLS, sockets) is covered by
+ * test/integration/access.test.ts.
+ */
+import assert from 'node:assert/strict';
+import { describe, test } from 'node:test';
+import type { PeerCertificate } from 'node:tls';
+import { type ConfigInput, validateConfig } from '../../../src/config/config';
+import { ErrorCode, SealboxError } from '../../../src/errors';
+import { createLogger } from '../../../src/log/logger';
+import { AccessControl, type CallPeer, certificateNames } from '../../../src/server/access';
+
+const log = createLogger('silent');
+
+const KEYS = {
+  orders: { provider: 'local', file: 'orders.json' },
+  payments: { provider: 'local', file: 'payments.json' },
+} as const;
+
+/** Key ids look like "<alias>/v1" here; "stray/v1" belongs to no configured key. */
+const aliasesOf = (keyId: string) => {
+  const alias = keyId.split('/')[0]!;
+  return alias in KEYS ? [alias] : [];
+};
+
+function control(input: ConfigInput, now: () => number = Date.now): AccessControl {
+  return new AccessControl(validateConfig({ keys: KEYS, ...input }), aliasesOf, log, now);
+}
+
+const socketCall: CallPeer = { getPeer: () => 'unknown', getAuthContext: () => ({}) };
+const tcpCall: CallPeer = { getPeer: () => '127.0.0.1:40000', getAuthContext: () => ({}) };
+
+function certCall(fields: { cn?: string | string[]; san?: string }): CallPeer {
+  const certificate = {
+    subject: fields.cn === undefined ? {} : { CN: fields.cn },
+    subjectaltname: fields.san,
+  } as unknown as PeerCertificate;
+  return { getPeer: () => '127.0.0.1:40001', getAuthContext: () => ({ sslPeerCertificate: certificate }) };
+}
+
+function refused(fn: () => unknown, code: ErrorCode, message?: RegExp): void {
+  assert.throws(fn, (err: unknown) => {
+    assert.ok(err instanceof SealboxError, `expected a SealboxError, got ${String(err)}`);
+    assert.equal(err.code, code);
+    if (message) assert.match(err.message, message);
+    return true;
+  });
+}
+
+const TLS = { host: '127.0.0.1', port: 0, tls: { certFile: 'c', keyFile: 'k', clientCaFile: 'ca' } };
+
+describe('certificateNames', () => {
+  test('reads URI and DNS SANs (quoted ones too) and every CN', () => {
+    const names = certificateNames({
+      subject: { CN: ['ops', 'ops-2'] },
+      subjectaltname:
+        'DNS:api.example, URI:spiffe://cluster/ns/a/sa/b, IP Address:127.0.0.1, URI:"spiffe://x/with, comma"',
+    } as unknown as PeerCertificate);
+    assert.deepEqual(names, {
+      uris: ['spiffe://cluster/ns/a/sa/b', 'spiffe://x/with, comma'],
+      dnsNames: ['api.example'],
+      commonNames: ['ops', 'ops-2'],
+    });
+  });
+
+  test('a certificate without SANs or CN has no names', () => {
+    assert.deepEqual(certificateNames({ subject: {} } as unknown as PeerCertificate), {
+      uris: [],
+      dnsNames: [],
+      commonNames: [],
+    });
+  });
+});
+
+describe('who the caller is', () => {
+  test('without an access section: socket and TCP callers are "default" (everything), admin-socket callers "admin"', () => {
+    const access = control({});
+    for (const call of [socketCall, tcpCall, certCall({ cn: 'anyone' })]) {
+      const admitted = access.admit(call, 'envelope', 'Encrypt', false);
+      assert.equal(admitted.identity, 'default');
+      admitted.keys.checkAlias('encrypt', 'payments');
+      admitted.keys.checkKeyId('rewrap', 'orders/v1');
+      refused(
+        () => access.admitAdmin(call, 'envelope', 'GetKeyStatus'),
+        ErrorCode.ACCESS_DENIED,
+        /"default"/,
+      );
+    }
+    access.admitAdmin(socketCall, 'admin', 'GetKeyStatus');
+    assert.equal(access.identify(socketCall, 'admin', 'FlushCache').name, 'admin');
+  });
+
+  test('peers and certificate rules name identities; a caller that is none is refused', () => {
+    const access = control({
+      listen: { tcp: TLS },
+      access: {
+        identities: {
+          app: { peers: ['socket'], keys: ['orders'], operations: ['encrypt'] },
+          billing: {
+            certificates: [{ uri: 'spiffe://t/billing' }],
+            keys: ['payments'],
+            operations: ['decrypt'],
+          },
+          ops: { certificates: [{ commonName: 'ops' }, { dns: 'ops.example' }], admin: true },
+        },
+      },
+    });
+    assert.equal(access.identify(socketCall, 'envelope', 'Encrypt').name, 'app');
+    assert.equal(
+      access.identify(certCall({ san: 'URI:spiffe://t/billing' }), 'envelope', 'Decrypt').name,
+      'billing',
+    );
+    assert.equal(access.identify(certCall({ cn: 'ops' }), 'envelope', 'FlushCache').name, 'ops');
+    assert.equal(access.identify(certCall({ san: 'DNS:ops.example' }), 'envelope', 'FlushCache').name, 'ops');
+    // Not listed: plain TCP, the admin socket, an unknown certificate, a near-miss URI.
+    refused(() => access.identify(tcpCall, 'envelope', 'Encrypt'), ErrorCode.ACCESS_DENIED, /on TCP/);
+    refused(
+      () => access.identify(socketCall, 'admin', 'GetKeyStatus'),
+      ErrorCode.ACCESS_DENIED,
+      /admin socket/,
+    );
+    refused(
+      () => access.identify(certCall({ cn: 'mallory' }), 'envelope', 'Encrypt'),
+      ErrorCode.ACCESS_DENIED,
+      /CN=mallory.*access\.identities/,
+    );
+    refused(
+      () => access.identify(certCall({ san: 'URI:spiffe://t/billing/extra' }), 'envelope', 'Encrypt'),
+      ErrorCode.ACCESS_DENIED,
+    );
+  });
+
+  test('a certificate that matches two identities is refused, not given either', () => {
+    const access = control({
+      listen: { tcp: TLS },
+      access: {
+        identities: {
+          a: { certificates: [{ commonName: 'svc' }], keys: ['*'], operations: ['encrypt'] },
+          b: { certificates: [{ uri: 'spiffe://t/svc' }], admin: true },
+        },
+      },
+    });
+    refused(
+      () => access.identify(certCall({ cn: 'svc', san: 'URI:spiffe://t/svc' }), 'envelope', 'Encrypt'),
+      ErrorCode.ACCESS_DENIED,
+      /matches identities "a" and "b"/,
+    );
+  });
+});
+
+describe('what the caller may do', () => {
+  const access = control({
+    access: {
+      identities: {
+        app: { peers: ['socket'], keys: ['orders'], operations: ['encrypt', 'decrypt'] },
+        all: { peers: ['tcp'], keys: ['*'], operations: ['rewrap'] },
+        operator: { peers: ['admin-socket'], admin: true },
+      },
+    },
+  });
+
+  test('granted aliases × operations only, by alias and by key id', () => {
+    const app = access.admit(socketCall, 'envelope', 'Encrypt', false).keys;
+    app.checkAlias('encrypt', 'orders');
+    app.checkKeyId('decrypt', 'orders/v7');
+    refused(
+      () => app.checkAlias('encrypt', 'payments'),
+      ErrorCode.ACCESS_DENIED,
+      /identity "app" may not encrypt with key alias "payments"; grant it in access\.identities\.app/,
+    );
+    refused(() => app.checkKeyId('decrypt', 'payments/v1'), ErrorCode.ACCESS_DENIED, /alias "payments"/);
+    refused(() => app.checkAlias('rewrap', 'orders'), ErrorCode.ACCESS_DENIED, /may not rewrap/);
+    // A key id no configured key owns: only the operation is checked here (KEY_NOT_FOUND comes later).
+    app.checkKeyId('decrypt', 'stray/v1');
+    refused(() => app.checkKeyId('rewrap', 'stray/v1'), ErrorCode.ACCESS_DENIED);
+
+    const all = access.admit(tcpCall, 'envelope', 'Rewrap', false).keys;
+    all.checkAlias('rewrap', 'payments');
+    all.checkKeyId('rewrap', 'orders/v1');
+    refused(() => all.checkAlias('decrypt', 'orders'), ErrorCode.ACCESS_DENIED);
+  });
+
+  test('Admin: admin identities only', () => {
+    access.admitAdmin(socketCall, 'admin', 'RevokeKey');
+    refused(
+      () => access.admitAdmin(socketCall, 'envelope', 'RevokeKey'),
+      ErrorCode.ACCESS_DENIED,
+      /identity "app" may not call the Admin service/,
+    );
+  });
+});
+
+describe('how much', () => {
+  test('request rate: a burst, then one call per 1/rate seconds, per identity', () => {
+    let now = 1_000_000;
+    const access = control(
+      {
+        access: {
+          identities: {
+            slow: {
+              peers: ['socket'],
+              keys: ['*'],
+              operations: ['encrypt'],
+              limits: { requestsPerSecond: 2, burst: 3 },
+            },
+            free: { peers: ['tcp'], keys: ['*'], operations: ['encrypt'] },
+          },
+        },
+      },
+      () => now,
+    );
+    for (let i = 0; i < 3; i++) access.admit(socketCall, 'envelope', 'Encrypt', false);
+    refused(
+      () => access.admit(socketCall, 'envelope', 'Encrypt', false),
+      ErrorCode.QUOTA_EXCEEDED,
+      /identity "slow" is over its request rate \(2\/s, burst 3; .*\); retry in 500 ms/,
+    );
+    // Another identity is not affected.
+    for (let i = 0; i < 50; i++) access.admit(tcpCall, 'envelope', 'Encrypt', false);
+    now += 499;
+    refused(
+      () => access.admit(socketCall, 'envelope', 'Encrypt', false),
+      ErrorCode.QUOTA_EXCEEDED,
+      /retry in 1 ms/,
+    );
+    now += 1;
+    access.admit(socketCall, 'envelope', 'Encrypt', false);
+    refused(() => access.admit(socketCall, 'envelope', 'Encrypt', false), ErrorCode.QUOTA_EXCEEDED);
+    // A long pause refills to the burst, not beyond.
+    now += 60_000;
+    for (let i = 0; i < 3; i++) access.admit(socketCall, 'envelope', 'Encrypt', false);
+    refused(() => access.admit(socketCall, 'envelope', 'Encrypt', false), ErrorCode.QUOTA_EXCEEDED);
+  });
+
+  test('burst defaults to one second of the rate', () => {
+    const access = control(
+      {
+        access: {
+          identities: { a: { peers: ['socket'], operations: ['encrypt'], limits: { requestsPerSecond: 4 } } },
+        },
+      },
+      () => 0,
+    );
+    for (let i = 0; i < 4; i++) access.admit(socketCall, 'envelope', 'Encrypt', false);
+    refused(
+      () => access.admit(socketCall, 'envelope', 'Encrypt', false),
+      ErrorCode.QUOTA_EXCEEDED,
+      /burst 4/,
+    );
+  });
+
+  test('streams: the identity limit, then the server limit; release gives the slot back once', () => {
+    const access = control({
+      stream: { maxConcurrentStreams: 3 },
+      access: {
+        identities: {
+          capped: { peers: ['socket'], operations: ['encrypt'], limits: { maxConcurrentStreams: 2 } },
+          open: { peers: ['tcp'], operations: ['encrypt'] },
+        },
+      },
+    });
+    const a = access.admit(socketCall, 'envelope', 'EncryptStream', true);
+    access.admit(socketCall, 'envelope', 'EncryptStream', true);
+    refused(
+      () => access.admit(socketCall, 'envelope', 'EncryptStream', true),
+      ErrorCode.QUOTA_EXCEEDED,
+      /identity "capped" has 2 streams open, its limit/,
+    );
+    // Unary calls are not streams.
+    access.admit(socketCall, 'envelope', 'Encrypt', false);
+    access.admit(tcpCall, 'envelope', 'EncryptStream', true);
+    assert.equal(access.streamsOpen, 3);
+    refused(
+      () => access.admit(tcpCall, 'envelope', 'EncryptStream', true),
+      ErrorCode.OVERLOADED,
+      /3 streams are open, the server's limit \(stream\.maxConcurrentStreams\)/,
+    );
+    a.release();
+    a.release();
+    assert.equal(access.streamsOpen, 2);
+    access.admit(socketCall, 'envelope', 'EncryptStream', true);
+    assert.equal(access.streamsOpen, 3);
+  });
+
+  test('a refused stream takes no rate token and no slot', () => {
+    const access = control(
+      {
+        stream: { maxConcurrentStreams: 1 },
+        access: {
+          identities: {
+            a: { peers: ['socket'], operations: ['encrypt'], limits: { requestsPerSecond: 1, burst: 2 } },
+          },
+        },
+      },
+      () => 0,
+    );
+    access.admit(socketCall, 'envelope', 'EncryptStream', true);
+    refused(() => access.admit(socketCall, 'envelope', 'EncryptStream', true), ErrorCode.OVERLOADED);
+    assert.equal(access.streamsOpen, 1);
+    // The refused stream did not spend the second token.
+    access.admit(socketCall, 'envelope', 'Encrypt', false);
+    refused(() => access.admit(socketCall, 'envelope', 'Encrypt', false), ErrorCode.QUOTA_EXCEEDED);
+  });
+});
