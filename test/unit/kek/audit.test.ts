@@ -2,7 +2,7 @@ import assert from 'node:assert/strict';
 import { randomBytes } from 'node:crypto';
 import { Writable } from 'node:stream';
 import { test } from 'node:test';
-import { AuditedProvider, withAuditCaller } from '../../../src/kek/audit';
+import { AuditedProvider, setAuditIdentity, withAuditCaller } from '../../../src/kek/audit';
 import { LocalKekProvider } from '../../../src/kek/local';
 import { createLogger } from '../../../src/log/logger';
 
@@ -50,5 +50,31 @@ test('one audit line per KEK operation: operation, key id, outcome, latency, cal
   assert.ok(
     !text.includes(dek.toString('hex')) && !text.includes(dek.toString('base64')),
     'no DEK in the logs',
+  );
+});
+
+test('the identity access control names for a call is in the audit lines of that call only', async () => {
+  const { lines, log } = capture();
+  const inner = new LocalKekProvider({
+    name: 'audit',
+    versions: [{ version: 'b'.repeat(32), key: randomBytes(32).toString('base64'), enabled: true }],
+  });
+  const provider = new AuditedProvider(inner, 'pay', log);
+  await withAuditCaller({ caller: 'Encrypt', peer: 'unknown' }, async () => {
+    setAuditIdentity('billing');
+    await provider.wrap(randomBytes(32));
+  });
+  await withAuditCaller({ caller: 'Encrypt', peer: 'unknown' }, () => provider.wrap(randomBytes(32)));
+  setAuditIdentity('nobody'); // outside any call: no effect, no throw
+  await provider.wrap(randomBytes(32));
+  await new Promise((r) => setTimeout(r, 50));
+  const audit = lines.filter((l) => l['audit'] === 'kek');
+  assert.deepEqual(
+    audit.map((l) => [l['caller'], l['identity']]),
+    [
+      ['Encrypt', 'billing'],
+      ['Encrypt', undefined],
+      ['background', undefined],
+    ],
   );
 });
