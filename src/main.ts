@@ -190,8 +190,14 @@ export async function startSealbox(
     const ready = () => server.health.statusOf('') === 'SERVING';
     const providerAlias = new Map(registry.aliases().map((alias) => [registry.forAlias(alias), alias]));
     metrics.observe({
-      stats: () => ({ bytesInFlight: budget.inUse, pool: pool.stats, cache: cache?.stats() ?? CACHE_OFF }),
+      stats: () => ({
+        bytesInFlight: budget.inUse,
+        streamsOpen: access.streamsOpen,
+        pool: pool.stats,
+        cache: cache?.stats() ?? CACHE_OFF,
+      }),
       maxInFlightBytes: config.stream.maxInFlightBytes,
+      maxConcurrentStreams: config.stream.maxConcurrentStreams,
       poolMaxQueue: config.pool.maxQueue,
       aliases: () => registry.aliases(),
       aliasOf(keyId) {

@@ -85,8 +85,14 @@ const DROPPED_DEFAULT_METRICS = [
 
 /** What the scrape-time metrics read; main.ts supplies it once everything is built. */
 export interface MetricsSources {
-  stats(): { readonly bytesInFlight: number; readonly pool: PoolStats; readonly cache: CacheStats };
+  stats(): {
+    readonly bytesInFlight: number;
+    readonly streamsOpen: number;
+    readonly pool: PoolStats;
+    readonly cache: CacheStats;
+  };
   readonly maxInFlightBytes: number;
+  readonly maxConcurrentStreams: number;
   readonly poolMaxQueue: number;
   /** The configured key aliases. */
   aliases(): readonly string[];
@@ -366,6 +372,18 @@ export class SealboxMetrics implements RpcMetrics {
       'inflight_bytes_limit',
       'Size of the shared byte budget (stream.maxInFlightBytes).',
       () => sources()?.maxInFlightBytes,
+    );
+    gauge(
+      registers,
+      'streams_open',
+      'Streaming calls open now, across all callers.',
+      () => sources()?.stats().streamsOpen,
+    );
+    gauge(
+      registers,
+      'streams_open_limit',
+      'Streams allowed open at once (stream.maxConcurrentStreams); beyond it, RESOURCE_EXHAUSTED.',
+      () => sources()?.maxConcurrentStreams,
     );
     gauge(
       registers,

@@ -52,8 +52,14 @@ function fakeSources(overrides: Partial<MetricsSources> = {}) {
   const pool: PoolStats = { threads: 4, queueSize: 12, utilization: 0.5, completed: 99 };
   const state = { cache, pool, bytesInFlight: 4096, ready: true };
   const sources: MetricsSources = {
-    stats: () => ({ bytesInFlight: state.bytesInFlight, pool: state.pool, cache: state.cache }),
+    stats: () => ({
+      bytesInFlight: state.bytesInFlight,
+      streamsOpen: 7,
+      pool: state.pool,
+      cache: state.cache,
+    }),
     maxInFlightBytes: 1 << 20,
+    maxConcurrentStreams: 256,
     poolMaxQueue: 16,
     aliases: () => ['pay', 'logs'],
     aliasOf: (keyId) => (keyId.startsWith('pay/') ? 'pay' : keyId.startsWith('logs/') ? 'logs' : undefined),
@@ -115,6 +121,8 @@ test('cache, pool, budget and readiness values are read from the sources at scra
   assert.equal(await value(metrics, 'sealbox_pool_tasks_completed_total'), 99);
   assert.equal(await value(metrics, 'sealbox_inflight_bytes'), 4096);
   assert.equal(await value(metrics, 'sealbox_inflight_bytes_limit'), 1 << 20);
+  assert.equal(await value(metrics, 'sealbox_streams_open'), 7);
+  assert.equal(await value(metrics, 'sealbox_streams_open_limit'), 256);
   assert.equal(await value(metrics, 'sealbox_ready'), 1);
 
   // The next scrape sees the new values (counters follow the cache's totals, not increments).
