@@ -21,7 +21,8 @@ export const grpcStatusFor: Readonly<Record<ErrorCode, status>> = {
   PERMISSION_DENIED: status.PERMISSION_DENIED,
   ACCESS_DENIED: status.PERMISSION_DENIED,
   VAULT_UNAVAILABLE: status.UNAVAILABLE,
-  VAULT_THROTTLED: status.UNAVAILABLE,
+  // Key Vault throttling is a quota: the caller should slow down, not fail over (as for an outage).
+  VAULT_THROTTLED: status.RESOURCE_EXHAUSTED,
   LIMIT_EXCEEDED: status.RESOURCE_EXHAUSTED,
   OVERLOADED: status.RESOURCE_EXHAUSTED,
   QUOTA_EXCEEDED: status.RESOURCE_EXHAUSTED,

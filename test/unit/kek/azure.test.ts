@@ -765,6 +765,24 @@ const mappingRows: MappingRow[] = [
     attempts: 1,
   },
   {
+    // The final code follows the last attempt: a burst of 5xx that ends in throttling is throttling…
+    name: '503, 503, then 429 on the last attempt',
+    op: 'wrapKey',
+    errors: [restError(503), restError(503), restError(429, 'Throttled')],
+    code: ErrorCode.VAULT_THROTTLED,
+    message: /throttled wrapKey .*data-key cache/,
+    attempts: 3,
+  },
+  {
+    // …and throttling that ends in a 5xx is an outage.
+    name: '429, 429, then 503 on the last attempt',
+    op: 'unwrapKey',
+    errors: [restError(429, 'Throttled'), restError(429, 'Throttled'), restError(503)],
+    code: ErrorCode.VAULT_UNAVAILABLE,
+    message: /failed unwrapKey .*503/,
+    attempts: 3,
+  },
+  {
     name: '503 on every attempt',
     op: 'unwrapKey',
     errors: thrice(() => restError(503)),

@@ -165,7 +165,7 @@ test('a failed call is recorded with its gRPC code and the sealbox error code fr
     calls.map((c) => [c.code, c.errorCode]),
     [
       [status.FAILED_PRECONDITION, 'KEY_DISABLED'],
-      [status.UNAVAILABLE, 'VAULT_THROTTLED'],
+      [status.RESOURCE_EXHAUSTED, 'VAULT_THROTTLED'],
       [status.INTERNAL, 'INTERNAL'],
     ],
   );
