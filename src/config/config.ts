@@ -135,8 +135,9 @@ export const KEY_OPERATIONS = ['encrypt', 'decrypt', 'rewrap'] as const;
 export type KeyOperation = (typeof KEY_OPERATIONS)[number];
 
 /**
- * How a caller without a (matching) client certificate arrives: on the envelope Unix socket, over TCP
- * (loopback, or TLS without a client certificate), or on the admin socket.
+ * How a caller without a client certificate arrives: on the envelope Unix socket, over TCP (loopback,
+ * or TLS without a client certificate), or on the admin socket. A caller that presents a certificate is
+ * matched by `certificates` rules only: if none matches, it is refused, never taken for peer "tcp".
  */
 export const PEER_KINDS = ['socket', 'tcp', 'admin-socket'] as const;
 export type PeerKind = (typeof PEER_KINDS)[number];

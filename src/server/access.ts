@@ -15,6 +15,7 @@
  * and a number of open streams; across all callers, stream.maxConcurrentStreams. Refusals are
  * RESOURCE_EXHAUSTED with QUOTA_EXCEEDED (the identity's own limit) or OVERLOADED (the server's).
  */
+import { performance } from 'node:perf_hooks';
 import type { PeerCertificate } from 'node:tls';
 import {
   type AccessIdentity,
@@ -91,7 +92,9 @@ class TokenBucket {
   /** Takes one token; otherwise returns the milliseconds until one is there. */
   take(): number | undefined {
     const now = this.now();
-    this.tokens = Math.min(this.burst, this.tokens + ((now - this.updated) / 1000) * this.rate);
+    // A clock that went back must not take tokens away (a wall-clock step would lock callers out).
+    const elapsed = Math.max(0, now - this.updated);
+    this.tokens = Math.min(this.burst, this.tokens + (elapsed / 1000) * this.rate);
     this.updated = now;
     if (this.tokens >= 1) {
       this.tokens -= 1;
@@ -141,7 +144,8 @@ export class AccessControl {
     /** The aliases whose key owns a key id (KekRegistry.aliasesOf). */
     private readonly aliasesOf: (keyId: string) => string[],
     private readonly log: Logger,
-    now: () => number = Date.now,
+    /** Milliseconds on a monotonic clock: rates must not follow wall-clock steps (NTP, manual). */
+    now: () => number = () => performance.now(),
   ) {
     this.explicit = config.access !== null;
     const policy = config.access?.identities ?? SINGLE_TENANT;

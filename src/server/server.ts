@@ -80,20 +80,29 @@ export async function startServer(
 
   const addresses: string[] = [];
   const socket = config.listen.socket;
-  if (socket) {
-    await bindUnixSocket(
-      server,
-      socket,
-      { mode: config.listen.socketMode, group: config.listen.socketGroup },
-      ServerCredentials.createInsecure(),
-    );
-    addresses.push(`unix:${socket}`);
-  }
-  if (config.listen.tcp) {
-    const { host, port } = config.listen.tcp;
-    const target = host.includes(':') ? `[${host}]:${port}` : `${host}:${port}`;
-    const bound = await bind(server, target, tcpCredentials(config.listen.tcp.tls));
-    addresses.push(host.includes(':') ? `[${host}]:${bound}` : `${host}:${bound}`);
+  // Read before anything is bound: an unreadable certificate must not leave a socket listening.
+  const tcp = config.listen.tcp ? tcpCredentials(config.listen.tcp.tls) : undefined;
+  try {
+    if (socket) {
+      await bindUnixSocket(
+        server,
+        socket,
+        { mode: config.listen.socketMode, group: config.listen.socketGroup },
+        ServerCredentials.createInsecure(),
+      );
+      addresses.push(`unix:${socket}`);
+    }
+    if (config.listen.tcp && tcp) {
+      const { host, port } = config.listen.tcp;
+      const target = host.includes(':') ? `[${host}]:${port}` : `${host}:${port}`;
+      const bound = await bind(server, target, tcp);
+      addresses.push(host.includes(':') ? `[${host}]:${bound}` : `${host}:${bound}`);
+    }
+  } catch (err) {
+    // Postcondition of a failed start: nothing is left listening (the caller gets no handle to stop).
+    server.forceShutdown();
+    if (addresses.length > 0 && socket) removeSocket(socket);
+    throw err;
   }
   if (window > 0) widenConnectionWindows(server, window, log);
   for (const s of HEALTH_SERVICES) health.setStatus(s, 'SERVING');
@@ -120,15 +129,17 @@ export async function startServer(
           resolve();
         });
       });
-      if (socket) {
-        try {
-          unlinkSync(socket);
-        } catch {
-          // Already gone: nothing to clean up.
-        }
-      }
+      if (socket) removeSocket(socket);
     },
   };
+}
+
+function removeSocket(path: string): void {
+  try {
+    unlinkSync(path);
+  } catch {
+    // Already gone: nothing to clean up.
+  }
 }
 
 /** Plaintext for loopback TCP (config allows no other without TLS); TLS, with client certificates required when a client CA is set. */
