@@ -186,8 +186,8 @@ export async function startSealbox(
     watcher.start();
   }
   let metricsServer: MetricsHttpServer | undefined;
-  if (metrics && config.metrics.listen) {
-    const ready = () => server.health.statusOf('') === 'SERVING';
+  const ready = () => server.health.statusOf('') === 'SERVING';
+  if (metrics) {
     const providerAlias = new Map(registry.aliases().map((alias) => [registry.forAlias(alias), alias]));
     metrics.observe({
       stats: () => ({
@@ -210,38 +210,45 @@ export async function startSealbox(
       ...(watcher ? { keyStates: () => watcher.currentStates() } : {}),
       ready,
     });
-    try {
+  }
+  let admin: Awaited<ReturnType<typeof startAdminServer>> | undefined;
+  let webhook: Awaited<ReturnType<typeof startWebhookServer>> | undefined;
+  try {
+    if (metrics && config.metrics.listen) {
       metricsServer = await startMetricsServer(
         config.metrics.listen,
         { metrics: () => metrics.text(), contentType: metrics.registry.contentType, ready },
         log,
       );
-    } catch (err) {
-      watcher?.stop();
-      await server.stop(0);
-      cache?.close();
-      await pool.close();
-      await registry.close();
-      throw err;
+      log.info({ url: metricsServer.url }, 'metrics listening');
     }
-    log.info({ url: metricsServer.url }, 'metrics listening');
-  }
-  const admin = config.listen.adminSocket
-    ? await startAdminServer(
+    if (config.listen.adminSocket) {
+      admin = await startAdminServer(
         config.listen.adminSocket,
         { mode: config.listen.adminSocketMode, group: config.listen.adminSocketGroup },
         adminDeps,
         access,
-      )
-    : undefined;
-  const webhook = config.webhook.listen
-    ? await startWebhookServer(
+      );
+    }
+    if (config.webhook.listen) {
+      webhook = await startWebhookServer(
         config.webhook.listen,
         config.webhook.secret ?? readFileSync(config.webhook.secretFile!, 'utf8').trim(),
         watcher ?? { checkNow: async () => {} },
         log,
-      )
-    : undefined;
+      );
+    }
+  } catch (err) {
+    // A failed start leaves nothing running: stop what did start, then release keys and threads.
+    watcher?.stop();
+    await admin?.stop();
+    await server.stop(0);
+    await metricsServer?.stop();
+    cache?.close();
+    await pool.close();
+    await registry.close();
+    throw err;
+  }
   if (webhook) log.info({ url: `${webhook.url}/eventgrid` }, 'Event Grid webhook listening');
   log.info(
     { addresses: server.addresses, keys: registry.aliases(), pool: resolvePoolMode(config.pool.mode) },

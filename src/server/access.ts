@@ -36,9 +36,6 @@ export interface CallPeer {
   getAuthContext(): { sslPeerCertificate?: PeerCertificate | undefined };
 }
 
-/** Which gRPC server took the call: the envelope server (socket and TCP) or the admin socket's. */
-export type Listener = 'envelope' | 'admin';
-
 /** A caller admitted for one call. */
 export interface Admitted {
   readonly identity: string;
@@ -168,8 +165,8 @@ export class AccessControl {
    * rate or stream limit), OVERLOADED (the server's stream limit). A stream holds its slots until
    * `release()`.
    */
-  admit(call: CallPeer, listener: Listener, method: string, stream: boolean): Admitted {
-    const identity = this.identify(call, listener, method);
+  admit(call: CallPeer, peer: PeerKind, method: string, stream: boolean): Admitted {
+    const identity = this.identify(call, peer, method);
     if (stream) {
       if (this.openStreams >= this.maxStreams) {
         throw new SealboxError(
@@ -205,8 +202,8 @@ export class AccessControl {
   }
 
   /** Admits one Admin call: the caller's identity must have `admin: true`. */
-  admitAdmin(call: CallPeer, listener: Listener, method: string): void {
-    const identity = this.identify(call, listener, method);
+  admitAdmin(call: CallPeer, peer: PeerKind, method: string): void {
+    const identity = this.identify(call, peer, method);
     if (!identity.spec.admin) {
       this.log.warn({ identity: identity.name, method, peer: call.getPeer() }, 'access denied: not an admin');
       throw new SealboxError(
@@ -218,8 +215,12 @@ export class AccessControl {
     this.takeToken(identity);
   }
 
-  /** The caller's identity; see the module comment. Throws ACCESS_DENIED naming what it presented. */
-  identify(call: CallPeer, listener: Listener, method: string): Identity {
+  /**
+   * The caller's identity; see the module comment. `peer` is the listener that took the call: each
+   * listener has its own grpc-js server (server.ts), so it is known, never guessed from the call.
+   * Throws ACCESS_DENIED naming what the caller presented.
+   */
+  identify(call: CallPeer, peer: PeerKind, method: string): Identity {
     const certificate = call.getAuthContext().sslPeerCertificate;
     let identity: Identity | undefined;
     let presented: string;
@@ -242,7 +243,6 @@ export class AccessControl {
       }
       identity = matched[0];
     } else {
-      const peer = peerKind(call, listener);
       presented = `a caller on ${peer === 'socket' ? 'the envelope socket' : peer === 'tcp' ? 'TCP' : 'the admin socket'}`;
       identity = this.byPeer.get(peer);
     }
@@ -298,15 +298,6 @@ export class AccessControl {
       },
     };
   }
-}
-
-/**
- * How a caller without a certificate arrived. grpc-js names a TCP peer "address:port"; a Unix socket
- * connection has no remote address, which it reports as "unknown".
- */
-function peerKind(call: CallPeer, listener: Listener): PeerKind {
-  if (listener === 'admin') return 'admin-socket';
-  return call.getPeer() === 'unknown' ? 'socket' : 'tcp';
 }
 
 function ruleMatches(rule: CertificateMatch, names: CertificateNames): boolean {

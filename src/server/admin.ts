@@ -137,9 +137,14 @@ export async function startAdminServer(
   const server = new Server();
   server.addService(
     loadApi().sealbox.sealbox.v1.Admin.service,
-    adminHandlers(deps, (call, method) => access.admitAdmin(call, 'admin', method)),
+    adminHandlers(deps, (call, method) => access.admitAdmin(call, 'admin-socket', method)),
   );
-  await bindUnixSocket(server, path, socket, ServerCredentials.createInsecure());
+  try {
+    await bindUnixSocket(server, path, socket, ServerCredentials.createInsecure());
+  } catch (err) {
+    server.forceShutdown();
+    throw err;
+  }
   return {
     async stop() {
       await new Promise<void>((resolve) => server.tryShutdown(() => resolve()));

@@ -10,6 +10,7 @@ import {
   status,
 } from '@grpc/grpc-js';
 import type { EnvelopeHandlers } from '../api/proto';
+import type { PeerKind } from '../config/config';
 import type { KeyAccess } from '../envelope/access';
 import { isItemError, type RewrapResult, readRewrapRequest } from '../envelope/rewrap';
 import type { EnvelopeService } from '../envelope/service';
@@ -61,7 +62,8 @@ export interface EnvelopeDeps {
   readonly log: Logger;
 }
 
-export function envelopeHandlers(deps: EnvelopeDeps): EnvelopeHandlers {
+/** Handlers for the listener `peer` (the socket or TCP): access control attributes calls to it. */
+export function envelopeHandlers(deps: EnvelopeDeps, peer: PeerKind): EnvelopeHandlers {
   const { service, budget, limits, access, log } = deps;
 
   /**
@@ -70,7 +72,7 @@ export function envelopeHandlers(deps: EnvelopeDeps): EnvelopeHandlers {
    */
   function admitStream(call: ServerDuplexStream<unknown, unknown>, method: string): Admitted | undefined {
     try {
-      return access.admit(call, 'envelope', method, true);
+      return access.admit(call, peer, method, true);
     } catch (err) {
       call.emit('error', toServiceError(err, log, method));
       return undefined;
@@ -87,7 +89,7 @@ export function envelopeHandlers(deps: EnvelopeDeps): EnvelopeHandlers {
   ): void {
     let admitted: Admitted;
     try {
-      admitted = access.admit(call, 'envelope', method, false);
+      admitted = access.admit(call, peer, method, false);
     } catch (err) {
       callback(toServiceError(err, log, method));
       return;

@@ -7,7 +7,7 @@ import { readFileSync, unlinkSync } from 'node:fs';
 import { Server, ServerCredentials, type ServerInterceptor } from '@grpc/grpc-js';
 import { HealthImplementation, type ServingStatus, type ServingStatusMap } from 'grpc-health-check';
 import { loadApi } from '../api/proto';
-import type { Config } from '../config/config';
+import type { Config, PeerKind } from '../config/config';
 import type { Logger } from '../log/logger';
 import { type AdminDeps, adminHandlers } from './admin';
 import { type EnvelopeDeps, envelopeHandlers } from './envelope';
@@ -49,6 +49,10 @@ export interface RunningServer {
 /**
  * `interceptors` run around every call (metrics: one per call, never per message). With `admin`, the
  * Admin service is served too, to identities with `admin: true` only.
+ *
+ * Each listener (the Unix socket, the TCP listener) gets its own grpc-js Server with the same
+ * services: which listener took a call is then a fact of construction that access control relies on
+ * (a socket caller and a TCP caller may be different identities), not something read off the call.
  */
 export async function startServer(
   config: Config,
@@ -57,33 +61,39 @@ export async function startServer(
   interceptors: ServerInterceptor[] = [],
   admin?: AdminDeps,
 ): Promise<RunningServer> {
-  const server = new Server({
-    'grpc.max_receive_message_length': config.stream.maxMessageBytes,
-    'grpc.max_send_message_length': -1,
-    ...(interceptors.length > 0 ? { interceptors } : {}),
-  });
   const window = config.stream.http2WindowBytes;
-  if (window > 0) setInitialWindow(server, window, log);
   const envelope = acceptPreEncoded(loadApi().sealbox.sealbox.v1.Envelope.service, [
     'EncryptStream',
     'DecryptStream',
   ]);
-  server.addService(envelope, envelopeHandlers(deps));
-  if (admin) {
-    server.addService(
-      loadApi().sealbox.sealbox.v1.Admin.service,
-      adminHandlers(admin, (call, method) => deps.access.admitAdmin(call, 'envelope', method)),
-    );
-  }
   const health = new SealboxHealth(Object.fromEntries(HEALTH_SERVICES.map((s) => [s, 'NOT_SERVING'])));
-  health.addToServer(server);
+  const serverFor = (peer: PeerKind): Server => {
+    const server = new Server({
+      'grpc.max_receive_message_length': config.stream.maxMessageBytes,
+      'grpc.max_send_message_length': -1,
+      ...(interceptors.length > 0 ? { interceptors } : {}),
+    });
+    if (window > 0) setInitialWindow(server, window, log);
+    server.addService(envelope, envelopeHandlers(deps, peer));
+    if (admin) {
+      server.addService(
+        loadApi().sealbox.sealbox.v1.Admin.service,
+        adminHandlers(admin, (call, method) => deps.access.admitAdmin(call, peer, method)),
+      );
+    }
+    health.addToServer(server);
+    return server;
+  };
 
+  const servers: Server[] = [];
   const addresses: string[] = [];
   const socket = config.listen.socket;
   // Read before anything is bound: an unreadable certificate must not leave a socket listening.
   const tcp = config.listen.tcp ? tcpCredentials(config.listen.tcp.tls) : undefined;
   try {
     if (socket) {
+      const server = serverFor('socket');
+      servers.push(server);
       await bindUnixSocket(
         server,
         socket,
@@ -93,6 +103,8 @@ export async function startServer(
       addresses.push(`unix:${socket}`);
     }
     if (config.listen.tcp && tcp) {
+      const server = serverFor('tcp');
+      servers.push(server);
       const { host, port } = config.listen.tcp;
       const target = host.includes(':') ? `[${host}]:${port}` : `${host}:${port}`;
       const bound = await bind(server, target, tcp);
@@ -100,11 +112,11 @@ export async function startServer(
     }
   } catch (err) {
     // Postcondition of a failed start: nothing is left listening (the caller gets no handle to stop).
-    server.forceShutdown();
+    for (const server of servers) server.forceShutdown();
     if (addresses.length > 0 && socket) removeSocket(socket);
     throw err;
   }
-  if (window > 0) widenConnectionWindows(server, window, log);
+  if (window > 0) for (const server of servers) widenConnectionWindows(server, window, log);
   for (const s of HEALTH_SERVICES) health.setStatus(s, 'SERVING');
 
   if (config.listen.tcp?.tls && !config.listen.tcp.tls.clientCaFile) {
@@ -118,17 +130,22 @@ export async function startServer(
     health,
     async stop(graceMs: number) {
       for (const s of HEALTH_SERVICES) health.setStatus(s, 'NOT_SERVING');
-      await new Promise<void>((resolve) => {
-        const timer = setTimeout(() => {
-          log.warn({ graceMs }, 'shutdown grace period over; cancelling remaining calls');
-          server.forceShutdown();
-          resolve();
-        }, graceMs);
-        server.tryShutdown(() => {
-          clearTimeout(timer);
-          resolve();
-        });
-      });
+      await Promise.all(
+        servers.map(
+          (server) =>
+            new Promise<void>((resolve) => {
+              const timer = setTimeout(() => {
+                log.warn({ graceMs }, 'shutdown grace period over; cancelling remaining calls');
+                server.forceShutdown();
+                resolve();
+              }, graceMs);
+              server.tryShutdown(() => {
+                clearTimeout(timer);
+                resolve();
+              });
+            }),
+        ),
+      );
       if (socket) removeSocket(socket);
     },
   };

@@ -30,17 +30,23 @@ export async function bindUnixSocket(
   } finally {
     process.umask(previous);
   }
-  if (gid !== undefined) {
-    try {
-      chownSync(path, -1, gid);
-    } catch (err) {
-      throw new Error(
-        `cannot give socket ${path} group ${access.group} (gid ${gid}): ${(err as Error).message}; ` +
-          'a non-root process can only choose a group it belongs to (e.g. its pod fsGroup)',
-      );
+  try {
+    if (gid !== undefined) {
+      try {
+        chownSync(path, -1, gid);
+      } catch (err) {
+        throw new Error(
+          `cannot give socket ${path} group ${access.group} (gid ${gid}): ${(err as Error).message}; ` +
+            'a non-root process can only choose a group it belongs to (e.g. its pod fsGroup)',
+        );
+      }
     }
+    chmodSync(path, access.mode);
+  } catch (err) {
+    // The socket file is ours (bound just now): remove it; the caller shuts the server down.
+    unlinkSync(path);
+    throw err;
   }
-  chmodSync(path, access.mode);
 }
 
 /** A numeric gid, or the gid of a group name looked up in /etc/group. */

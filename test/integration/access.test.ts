@@ -14,7 +14,7 @@ import 'reflect-metadata';
 import assert from 'node:assert/strict';
 import { randomBytes, webcrypto } from 'node:crypto';
 import { once } from 'node:events';
-import { mkdtempSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdtempSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import { type AddressInfo, connect, createServer } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -47,7 +47,6 @@ import type { RewrapResponse__Output } from '../../src/gen/sealbox/v1/RewrapResp
 import { createLocalKeyFile } from '../../src/kek/local';
 import { createLogger } from '../../src/log/logger';
 import { type Sealbox, startSealbox } from '../../src/main';
-import { AccessControl } from '../../src/server/access';
 
 x509.cryptoProvider.set(webcrypto as unknown as Parameters<typeof x509.cryptoProvider.set>[0]);
 
@@ -833,40 +832,17 @@ describe('per-identity limits', { timeout: 30_000 }, () => {
   });
 });
 
-test('a wall-clock step back does not empty a rate bucket (regression: "retry in 3600000 ms")', () => {
-  // The clock is injected: a real step of the system clock cannot be made from a test. sealbox's
-  // default clock is monotonic now; the bucket also ignores a clock that goes back.
-  let now = 1_000_000;
-  const access = new AccessControl(
-    validateConfig({
-      listen: { socket: '/unused.sock' },
-      keys: { k: { provider: 'local', file: '/unused.json' } },
-      access: { identities: { app: { peers: ['socket'], limits: { requestsPerSecond: 5, burst: 5 } } } },
-    }),
-    () => [],
-    createLogger('silent'),
-    () => now,
-  );
-  const caller = { getPeer: () => 'unknown', getAuthContext: () => ({}) };
-  for (let i = 0; i < 5; i++) access.admit(caller, 'envelope', 'Encrypt', false);
-  assert.throws(() => access.admit(caller, 'envelope', 'Encrypt', false), /retry in 200 ms/);
-  now -= 3_600_000;
-  assert.throws(() => access.admit(caller, 'envelope', 'Encrypt', false), /retry in 200 ms/);
-  now += 200;
-  access.admit(caller, 'envelope', 'Encrypt', false);
-});
-
 test('a start that fails leaves nothing listening (regression: the envelope socket stayed bound)', {
   timeout: 30_000,
 }, async () => {
   const dir = mkdtempSync(join(root, 'failed-start-'));
   createLocalKeyFile(join(dir, 'k.json'), 'k');
   const socket = join(dir, 'sealbox.sock');
-  const start = (tcp: Record<string, unknown>) =>
+  const start = (tcp: Record<string, unknown> | null, listen: Record<string, unknown> = {}) =>
     startSealbox(
       validateConfig({
         dataDir: dir,
-        listen: { socket, tcp },
+        listen: { socket, tcp, ...listen },
         keys: { k: { provider: 'local', file: join(dir, 'k.json') } },
         log: { level: 'silent' },
       }),
@@ -901,4 +877,12 @@ test('a start that fails leaves nothing listening (regression: the envelope sock
   } finally {
     blocker.close();
   }
+  // The admin socket fails after the envelope server, metrics and pool started: all of it stops.
+  const adminSocket = join(dir, 'admin.sock');
+  await assert.rejects(
+    start(null, { adminSocket, adminSocketGroup: 'no-such-group-sealbox' }),
+    /socket group "no-such-group-sealbox" is not in \/etc\/group/,
+  );
+  await nothingListens();
+  assert.ok(!existsSync(socket) && !existsSync(adminSocket), 'no socket file left behind');
 });

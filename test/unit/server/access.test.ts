@@ -6,7 +6,7 @@
 import assert from 'node:assert/strict';
 import { describe, test } from 'node:test';
 import type { PeerCertificate } from 'node:tls';
-import { type ConfigInput, validateConfig } from '../../../src/config/config';
+import { type ConfigInput, type PeerKind, validateConfig } from '../../../src/config/config';
 import { ErrorCode, SealboxError } from '../../../src/errors';
 import { createLogger } from '../../../src/log/logger';
 import { AccessControl, type CallPeer, certificateNames } from '../../../src/server/access';
@@ -76,19 +76,20 @@ describe('certificateNames', () => {
 describe('who the caller is', () => {
   test('without an access section: socket and TCP callers are "default" (everything), admin-socket callers "admin"', () => {
     const access = control({});
-    for (const call of [socketCall, tcpCall, certCall({ cn: 'anyone' })]) {
-      const admitted = access.admit(call, 'envelope', 'Encrypt', false);
+    const callers: Array<[CallPeer, PeerKind]> = [
+      [socketCall, 'socket'],
+      [tcpCall, 'tcp'],
+      [certCall({ cn: 'anyone' }), 'tcp'],
+    ];
+    for (const [call, peer] of callers) {
+      const admitted = access.admit(call, peer, 'Encrypt', false);
       assert.equal(admitted.identity, 'default');
       admitted.keys.checkAlias('encrypt', 'payments');
       admitted.keys.checkKeyId('rewrap', 'orders/v1');
-      refused(
-        () => access.admitAdmin(call, 'envelope', 'GetKeyStatus'),
-        ErrorCode.ACCESS_DENIED,
-        /"default"/,
-      );
+      refused(() => access.admitAdmin(call, peer, 'GetKeyStatus'), ErrorCode.ACCESS_DENIED, /"default"/);
     }
-    access.admitAdmin(socketCall, 'admin', 'GetKeyStatus');
-    assert.equal(access.identify(socketCall, 'admin', 'FlushCache').name, 'admin');
+    access.admitAdmin(socketCall, 'admin-socket', 'GetKeyStatus');
+    assert.equal(access.identify(socketCall, 'admin-socket', 'FlushCache').name, 'admin');
   });
 
   test('peers and certificate rules name identities; a caller that is none is refused', () => {
@@ -106,27 +107,27 @@ describe('who the caller is', () => {
         },
       },
     });
-    assert.equal(access.identify(socketCall, 'envelope', 'Encrypt').name, 'app');
+    assert.equal(access.identify(socketCall, 'socket', 'Encrypt').name, 'app');
     assert.equal(
-      access.identify(certCall({ san: 'URI:spiffe://t/billing' }), 'envelope', 'Decrypt').name,
+      access.identify(certCall({ san: 'URI:spiffe://t/billing' }), 'tcp', 'Decrypt').name,
       'billing',
     );
-    assert.equal(access.identify(certCall({ cn: 'ops' }), 'envelope', 'FlushCache').name, 'ops');
-    assert.equal(access.identify(certCall({ san: 'DNS:ops.example' }), 'envelope', 'FlushCache').name, 'ops');
+    assert.equal(access.identify(certCall({ cn: 'ops' }), 'tcp', 'FlushCache').name, 'ops');
+    assert.equal(access.identify(certCall({ san: 'DNS:ops.example' }), 'tcp', 'FlushCache').name, 'ops');
     // Not listed: plain TCP, the admin socket, an unknown certificate, a near-miss URI.
-    refused(() => access.identify(tcpCall, 'envelope', 'Encrypt'), ErrorCode.ACCESS_DENIED, /on TCP/);
+    refused(() => access.identify(tcpCall, 'tcp', 'Encrypt'), ErrorCode.ACCESS_DENIED, /on TCP/);
     refused(
-      () => access.identify(socketCall, 'admin', 'GetKeyStatus'),
+      () => access.identify(socketCall, 'admin-socket', 'GetKeyStatus'),
       ErrorCode.ACCESS_DENIED,
       /admin socket/,
     );
     refused(
-      () => access.identify(certCall({ cn: 'mallory' }), 'envelope', 'Encrypt'),
+      () => access.identify(certCall({ cn: 'mallory' }), 'tcp', 'Encrypt'),
       ErrorCode.ACCESS_DENIED,
       /CN=mallory.*access\.identities/,
     );
     refused(
-      () => access.identify(certCall({ san: 'URI:spiffe://t/billing/extra' }), 'envelope', 'Encrypt'),
+      () => access.identify(certCall({ san: 'URI:spiffe://t/billing/extra' }), 'tcp', 'Encrypt'),
       ErrorCode.ACCESS_DENIED,
     );
   });
@@ -142,7 +143,7 @@ describe('who the caller is', () => {
       },
     });
     refused(
-      () => access.identify(certCall({ cn: 'svc', san: 'URI:spiffe://t/svc' }), 'envelope', 'Encrypt'),
+      () => access.identify(certCall({ cn: 'svc', san: 'URI:spiffe://t/svc' }), 'tcp', 'Encrypt'),
       ErrorCode.ACCESS_DENIED,
       /matches identities "a" and "b"/,
     );
@@ -161,7 +162,7 @@ describe('what the caller may do', () => {
   });
 
   test('granted aliases × operations only, by alias and by key id', () => {
-    const app = access.admit(socketCall, 'envelope', 'Encrypt', false).keys;
+    const app = access.admit(socketCall, 'socket', 'Encrypt', false).keys;
     app.checkAlias('encrypt', 'orders');
     app.checkKeyId('decrypt', 'orders/v7');
     refused(
@@ -175,16 +176,16 @@ describe('what the caller may do', () => {
     app.checkKeyId('decrypt', 'stray/v1');
     refused(() => app.checkKeyId('rewrap', 'stray/v1'), ErrorCode.ACCESS_DENIED);
 
-    const all = access.admit(tcpCall, 'envelope', 'Rewrap', false).keys;
+    const all = access.admit(tcpCall, 'tcp', 'Rewrap', false).keys;
     all.checkAlias('rewrap', 'payments');
     all.checkKeyId('rewrap', 'orders/v1');
     refused(() => all.checkAlias('decrypt', 'orders'), ErrorCode.ACCESS_DENIED);
   });
 
   test('Admin: admin identities only', () => {
-    access.admitAdmin(socketCall, 'admin', 'RevokeKey');
+    access.admitAdmin(socketCall, 'admin-socket', 'RevokeKey');
     refused(
-      () => access.admitAdmin(socketCall, 'envelope', 'RevokeKey'),
+      () => access.admitAdmin(socketCall, 'socket', 'RevokeKey'),
       ErrorCode.ACCESS_DENIED,
       /identity "app" may not call the Admin service/,
     );
@@ -210,27 +211,55 @@ describe('how much', () => {
       },
       () => now,
     );
-    for (let i = 0; i < 3; i++) access.admit(socketCall, 'envelope', 'Encrypt', false);
+    for (let i = 0; i < 3; i++) access.admit(socketCall, 'socket', 'Encrypt', false);
     refused(
-      () => access.admit(socketCall, 'envelope', 'Encrypt', false),
+      () => access.admit(socketCall, 'socket', 'Encrypt', false),
       ErrorCode.QUOTA_EXCEEDED,
       /identity "slow" is over its request rate \(2\/s, burst 3; .*\); retry in 500 ms/,
     );
     // Another identity is not affected.
-    for (let i = 0; i < 50; i++) access.admit(tcpCall, 'envelope', 'Encrypt', false);
+    for (let i = 0; i < 50; i++) access.admit(tcpCall, 'tcp', 'Encrypt', false);
     now += 499;
     refused(
-      () => access.admit(socketCall, 'envelope', 'Encrypt', false),
+      () => access.admit(socketCall, 'socket', 'Encrypt', false),
       ErrorCode.QUOTA_EXCEEDED,
       /retry in 1 ms/,
     );
     now += 1;
-    access.admit(socketCall, 'envelope', 'Encrypt', false);
-    refused(() => access.admit(socketCall, 'envelope', 'Encrypt', false), ErrorCode.QUOTA_EXCEEDED);
+    access.admit(socketCall, 'socket', 'Encrypt', false);
+    refused(() => access.admit(socketCall, 'socket', 'Encrypt', false), ErrorCode.QUOTA_EXCEEDED);
     // A long pause refills to the burst, not beyond.
     now += 60_000;
-    for (let i = 0; i < 3; i++) access.admit(socketCall, 'envelope', 'Encrypt', false);
-    refused(() => access.admit(socketCall, 'envelope', 'Encrypt', false), ErrorCode.QUOTA_EXCEEDED);
+    for (let i = 0; i < 3; i++) access.admit(socketCall, 'socket', 'Encrypt', false);
+    refused(() => access.admit(socketCall, 'socket', 'Encrypt', false), ErrorCode.QUOTA_EXCEEDED);
+  });
+
+  test('a clock that steps back does not empty a bucket (regression: "retry in 3600000 ms")', () => {
+    let now = 1_000_000;
+    const access = control(
+      {
+        access: {
+          identities: {
+            a: { peers: ['socket'], operations: ['encrypt'], limits: { requestsPerSecond: 5, burst: 5 } },
+          },
+        },
+      },
+      () => now,
+    );
+    for (let i = 0; i < 5; i++) access.admit(socketCall, 'socket', 'Encrypt', false);
+    refused(
+      () => access.admit(socketCall, 'socket', 'Encrypt', false),
+      ErrorCode.QUOTA_EXCEEDED,
+      /retry in 200 ms/,
+    );
+    now -= 3_600_000;
+    refused(
+      () => access.admit(socketCall, 'socket', 'Encrypt', false),
+      ErrorCode.QUOTA_EXCEEDED,
+      /retry in 200 ms/,
+    );
+    now += 200;
+    access.admit(socketCall, 'socket', 'Encrypt', false);
   });
 
   test('burst defaults to one second of the rate', () => {
@@ -242,12 +271,8 @@ describe('how much', () => {
       },
       () => 0,
     );
-    for (let i = 0; i < 4; i++) access.admit(socketCall, 'envelope', 'Encrypt', false);
-    refused(
-      () => access.admit(socketCall, 'envelope', 'Encrypt', false),
-      ErrorCode.QUOTA_EXCEEDED,
-      /burst 4/,
-    );
+    for (let i = 0; i < 4; i++) access.admit(socketCall, 'socket', 'Encrypt', false);
+    refused(() => access.admit(socketCall, 'socket', 'Encrypt', false), ErrorCode.QUOTA_EXCEEDED, /burst 4/);
   });
 
   test('streams: the identity limit, then the server limit; release gives the slot back once', () => {
@@ -260,26 +285,26 @@ describe('how much', () => {
         },
       },
     });
-    const a = access.admit(socketCall, 'envelope', 'EncryptStream', true);
-    access.admit(socketCall, 'envelope', 'EncryptStream', true);
+    const a = access.admit(socketCall, 'socket', 'EncryptStream', true);
+    access.admit(socketCall, 'socket', 'EncryptStream', true);
     refused(
-      () => access.admit(socketCall, 'envelope', 'EncryptStream', true),
+      () => access.admit(socketCall, 'socket', 'EncryptStream', true),
       ErrorCode.QUOTA_EXCEEDED,
       /identity "capped" has 2 streams open, its limit/,
     );
     // Unary calls are not streams.
-    access.admit(socketCall, 'envelope', 'Encrypt', false);
-    access.admit(tcpCall, 'envelope', 'EncryptStream', true);
+    access.admit(socketCall, 'socket', 'Encrypt', false);
+    access.admit(tcpCall, 'tcp', 'EncryptStream', true);
     assert.equal(access.streamsOpen, 3);
     refused(
-      () => access.admit(tcpCall, 'envelope', 'EncryptStream', true),
+      () => access.admit(tcpCall, 'tcp', 'EncryptStream', true),
       ErrorCode.OVERLOADED,
       /3 streams are open, the server's limit \(stream\.maxConcurrentStreams\)/,
     );
     a.release();
     a.release();
     assert.equal(access.streamsOpen, 2);
-    access.admit(socketCall, 'envelope', 'EncryptStream', true);
+    access.admit(socketCall, 'socket', 'EncryptStream', true);
     assert.equal(access.streamsOpen, 3);
   });
 
@@ -295,11 +320,11 @@ describe('how much', () => {
       },
       () => 0,
     );
-    access.admit(socketCall, 'envelope', 'EncryptStream', true);
-    refused(() => access.admit(socketCall, 'envelope', 'EncryptStream', true), ErrorCode.OVERLOADED);
+    access.admit(socketCall, 'socket', 'EncryptStream', true);
+    refused(() => access.admit(socketCall, 'socket', 'EncryptStream', true), ErrorCode.OVERLOADED);
     assert.equal(access.streamsOpen, 1);
     // The refused stream did not spend the second token.
-    access.admit(socketCall, 'envelope', 'Encrypt', false);
-    refused(() => access.admit(socketCall, 'envelope', 'Encrypt', false), ErrorCode.QUOTA_EXCEEDED);
+    access.admit(socketCall, 'socket', 'Encrypt', false);
+    refused(() => access.admit(socketCall, 'socket', 'Encrypt', false), ErrorCode.QUOTA_EXCEEDED);
   });
 });
