@@ -198,6 +198,8 @@ export class RetryPolicy {
     }, timeoutMs);
     const onCallerAbort = () => controller.abort(signal?.reason);
     signal?.addEventListener('abort', onCallerAbort, { once: true });
+    /** The failure that made the call retry: what the call was up against if the deadline ends it mid-attempt. */
+    let retried: unknown;
     try {
       for (;;) {
         attempts += 1;
@@ -213,7 +215,10 @@ export class RetryPolicy {
         // Whatever the attempt threw after an abort (usually the SDK's AbortError), the abort is
         // the reason.
         if (signal?.aborted) fail('aborted', new CallAbortedError(signal.reason, attempts));
-        if (deadlinePassed) fail('deadline', new DeadlineExceededError(timeoutMs, failed, attempts));
+        // An attempt cut off by the deadline failed with the abort, which says nothing about the vault:
+        // report the failure that made us retry (a 429 stays "throttled"), if there was one.
+        if (deadlinePassed)
+          fail('deadline', new DeadlineExceededError(timeoutMs, retried ?? failed, attempts));
         const verdict = classify(failed, now());
         if (!verdict.retry) fail('not-retryable', failed);
         if (attempts >= maxAttempts) fail('attempts-exhausted', failed);
@@ -222,6 +227,7 @@ export class RetryPolicy {
         // Postcondition: no wait ends past the deadline; give up now instead of sleeping into it.
         if (now() + wait >= deadlineAt)
           fail('deadline', new DeadlineExceededError(timeoutMs, failed, attempts));
+        retried = failed;
         this.emit({ type: 'retry', operation, attempt: attempts, reason: retry.reason, delayMs: wait });
         try {
           await sleep(wait, controller.signal);

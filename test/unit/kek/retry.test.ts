@@ -327,6 +327,27 @@ describe('RetryPolicy.run', () => {
     assert.equal(counters.failures.deadline, 1);
   });
 
+  test('deadline mid-attempt after a 429: the error reports the throttling, not the abort', async () => {
+    const { clock, policy } = setup({ timeoutMs: 3000 });
+    const throttled = restError(429, { 'retry-after-ms': '1000' });
+    let attempts = 0;
+    const fn = (signal: AbortSignal) => {
+      attempts += 1;
+      if (attempts === 1) return Promise.reject(throttled);
+      // The retry hangs until the deadline aborts it.
+      return new Promise<string>((_, reject) => signal.addEventListener('abort', () => reject(abortError())));
+    };
+    const running = policy.run('unwrapKey', fn);
+    await new Promise((r) => setImmediate(r));
+    clock.advance(3000);
+    await assert.rejects(running, (err) => {
+      assert.ok(err instanceof DeadlineExceededError);
+      assert.equal(err.lastError, throttled);
+      assert.equal(err.attempts, 2);
+      return true;
+    });
+  });
+
   test('caller abort during a wait stops the retries', async () => {
     const caller = new AbortController();
     const { clock, policy } = setup();
