@@ -5,7 +5,13 @@
  * get backpressure from gRPC flow control.
  */
 import { Duplex } from 'node:stream';
-import { type ChannelOptions, credentials, Metadata, type ServiceError } from '@grpc/grpc-js';
+import {
+  type CallOptions,
+  type ChannelOptions,
+  credentials,
+  Metadata,
+  type ServiceError,
+} from '@grpc/grpc-js';
 import { type EnvelopeClient, loadApi } from '../api/proto';
 import type { DecryptStreamResponse__Output } from '../gen/sealbox/v1/DecryptStreamResponse';
 import type { EncryptStreamResponse__Output } from '../gen/sealbox/v1/EncryptStreamResponse';
@@ -46,9 +52,12 @@ export function decrypt(
   client: EnvelopeClient,
   ciphertext: Uint8Array,
   expectedContext: Context = {},
+  options: CallOptions = {},
 ): Promise<{ plaintext: Buffer; keyId: string; context: Context }> {
   return new Promise((resolve, reject) => {
-    client.Decrypt({ ciphertext, expectedContext }, (err, res) => (err || !res ? reject(err) : resolve(res)));
+    client.Decrypt({ ciphertext, expectedContext }, options, (err, res) =>
+      err || !res ? reject(err) : resolve(res),
+    );
   });
 }
 
@@ -84,8 +93,9 @@ export async function decryptStream(
   client: EnvelopeClient,
   pieces: Iterable<Uint8Array> | AsyncIterable<Uint8Array>,
   expectedContext?: Context,
+  options: CallOptions = {},
 ): Promise<StreamResult> {
-  const call = client.DecryptStream();
+  const call = client.DecryptStream(options);
   const collected = collect(call);
   await writeAll(call, expectedContext ? [{ init: { expectedContext } }] : [], pieces).catch(() => {});
   return collected;
