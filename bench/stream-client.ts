@@ -3,17 +3,27 @@
  * Opens N concurrent bidi streams (spread over K channels), writes messages respecting backpressure,
  * reads every response, and prints one JSON object on stdout: plaintext bytes/s through the measured
  * window (after the warm-up). When forked with IPC it also sends {event:'window-start'|'window-end'}
- * at the window's edges, so the parent can read the server's CPU time at the same moments.
+ * at the window's edges, so the parent can read the server's CPU time at the same moments, and answers
+ * {cmd:'tick', seq} with {event:'tick', seq, …StreamClientTick} (running totals), so a parent can
+ * sample progress over time (bench/soak.ts).
  *
- *   node stream-client.js --target unix:/path --mode encrypt|echo|decrypt [--streams N] [--channels K]
- *     [--message-bytes B] (--seconds S | --bytes-per-stream B) [--warmup S] [--chunk-size C]
- *     [--key-alias A] [--source-bytes B] [--stall-seconds S]
+ *   node stream-client.js --target unix:/path --mode encrypt|echo|decrypt|pipe [--streams N] [--channels K]
+ *     [--message-bytes B] (--seconds S | --bytes-per-stream B) [--bytes-per-call B] [--keep-going]
+ *     [--warmup S] [--chunk-size C] [--key-alias A] [--source-bytes B] [--stall-seconds S]
  *
  * encrypt: each stream is one EncryptStream call (duration mode: until the window ends); throughput is
  *   the ciphertext received, scaled by C/(C+16) to plaintext bytes (the once-per-call header is noise).
  * decrypt: encrypts --source-bytes of plaintext once, then each stream decrypts that ciphertext over
  *   and over (one DecryptStream call per pass); throughput is the plaintext received.
  * echo: each stream is one call to the echo server; throughput is the bytes echoed back.
+ * pipe: each call is an EncryptStream whose ciphertext is written, as it arrives, into a DecryptStream
+ *   on the same channel (nothing stored; the encrypt side pauses while the decrypt side is full);
+ *   throughput is the plaintext that comes back out, checked to equal what went in, byte count per call.
+ *
+ * --bytes-per-call B (encrypt, echo, pipe): a stream makes one call after another, each of B bytes,
+ *   instead of one call for its whole run, so calls start and end all the time.
+ * --keep-going: a failed call is counted (failedCalls, errorSamples) and its stream starts the next one,
+ *   instead of the run ending with the first failure; a stall still ends it.
  */
 import './lib/watch-parent';
 import { randomBytes } from 'node:crypto';
@@ -23,8 +33,8 @@ import type { EnvelopeClient } from '../src/api/proto';
 import { connectEnvelope, encryptStream } from '../src/client/client';
 import { ECHO_SERVICE } from './lib/echo-service';
 
-type Mode = 'encrypt' | 'echo' | 'decrypt';
-const MODES: readonly Mode[] = ['encrypt', 'echo', 'decrypt'];
+type Mode = 'encrypt' | 'echo' | 'decrypt' | 'pipe';
+const MODES: readonly Mode[] = ['encrypt', 'echo', 'decrypt', 'pipe'];
 const TAG_BYTES = 16;
 const DEFAULT_CHUNK_SIZE = 64 * 1024; // the server's envelope.defaultChunkSize default
 
@@ -49,13 +59,29 @@ export interface StreamClientResult {
   /** True when the window began after a warm-up (false: the run ended first, so it covers the whole run). */
   readonly warmedUp: boolean;
   readonly stalled: boolean;
+  /** Calls that failed and were counted instead of ending the run (--keep-going). */
+  readonly failedCalls: number;
+  /** A few distinct failure messages. */
+  readonly errorSamples: string[];
   readonly error?: string;
+}
+
+/** Running totals a parent asks for with {cmd:'tick', seq} (answered as {event:'tick', seq, …}). */
+export interface StreamClientTick {
+  readonly sent: number;
+  /** Payload bytes received (pipe, decrypt: plaintext; encrypt: ciphertext; echo: echoed bytes). */
+  readonly received: number;
+  /** Calls completed with OK. */
+  readonly calls: number;
+  readonly failedCalls: number;
 }
 
 interface BidiCall {
   write(message: unknown): boolean;
   end(): void;
   cancel(): void;
+  pause(): void;
+  resume(): void;
   on(event: string, fn: (...args: never[]) => void): unknown;
   once(event: string, fn: (...args: never[]) => void): unknown;
   removeListener(event: string, fn: (...args: never[]) => void): unknown;
@@ -71,6 +97,8 @@ function parse() {
       'message-bytes': { type: 'string', default: String(1024 * 1024) },
       seconds: { type: 'string' },
       'bytes-per-stream': { type: 'string' },
+      'bytes-per-call': { type: 'string' },
+      'keep-going': { type: 'boolean', default: false },
       warmup: { type: 'string', default: '0' },
       'chunk-size': { type: 'string', default: '0' },
       'key-alias': { type: 'string', default: 'bench' },
@@ -96,6 +124,8 @@ function parse() {
     messageBytes: num('message-bytes', 1),
     seconds: values.seconds === undefined ? undefined : num('seconds', 0.1),
     bytesPerStream: values['bytes-per-stream'] === undefined ? undefined : num('bytes-per-stream', 1),
+    bytesPerCall: values['bytes-per-call'] === undefined ? undefined : num('bytes-per-call', 1),
+    keepGoing: values['keep-going'] === true,
     warmup: num('warmup', 0),
     chunkSize: num('chunk-size', 0),
     keyAlias: values['key-alias'],
@@ -125,9 +155,13 @@ async function main(): Promise<StreamClientResult> {
       ? new EchoClient(args.target, credentials.createInsecure(), channelOptions)
       : connectEnvelope(args.target, channelOptions),
   );
-  const openCall = (stream: number): BidiCall => {
+  const openCall = (
+    stream: number,
+    method = { echo: 'Echo', encrypt: 'EncryptStream', decrypt: 'DecryptStream', pipe: 'EncryptStream' }[
+      args.mode
+    ],
+  ): BidiCall => {
     const client = clients[stream % clients.length]! as unknown as Record<string, () => BidiCall>;
-    const method = { echo: 'Echo', encrypt: 'EncryptStream', decrypt: 'DecryptStream' }[args.mode];
     return client[method]!.call(client);
   };
 
@@ -153,9 +187,16 @@ async function main(): Promise<StreamClientResult> {
   let sent = 0;
   let received = 0;
   let calls = 0;
+  let failedCalls = 0;
+  const errorSamples = new Set<string>();
   let verified = true;
   let stopWriting = false;
   const active = new Set<BidiCall>();
+  process.on('message', (m: { cmd?: string; seq?: number }) => {
+    if (m?.cmd !== 'tick') return;
+    const tick: StreamClientTick = { sent, received, calls, failedCalls };
+    process.send?.({ event: 'tick', seq: m.seq, ...tick });
+  });
 
   const runCall = (stream: number, first: unknown[], next: () => Buffer | undefined) =>
     new Promise<{ sent: number; received: number }>((resolve, reject) => {
@@ -205,7 +246,97 @@ async function main(): Promise<StreamClientResult> {
       })().catch(reject);
     });
 
-  /** One stream's work: a single long call (encrypt, echo) or repeated passes (decrypt). */
+  /**
+   * One EncryptStream → DecryptStream pipe: the ciphertext goes into the decrypt call as it arrives,
+   * pausing the encrypt side while the decrypt side is full. Resolves with the plaintext bytes written
+   * and those that came back out.
+   */
+  const runPipe = (stream: number, next: () => Buffer | undefined) =>
+    new Promise<{ sent: number; received: number }>((resolve, reject) => {
+      const enc = openCall(stream, 'EncryptStream');
+      const dec = openCall(stream, 'DecryptStream');
+      active.add(enc);
+      active.add(dec);
+      let callSent = 0;
+      let callReceived = 0;
+      let decEnded = false;
+      const statuses: { enc?: number; dec?: number } = {};
+      let failed: Error | undefined;
+      const fail = (err: Error) => {
+        if (failed) return;
+        failed = err;
+        active.delete(enc);
+        active.delete(dec);
+        enc.cancel();
+        dec.cancel();
+        reject(err);
+      };
+      const settle = () => {
+        if (failed || !decEnded || statuses.enc === undefined || statuses.dec === undefined) return;
+        active.delete(enc);
+        active.delete(dec);
+        resolve({ sent: callSent, received: callReceived });
+      };
+      const onStatus = (side: 'enc' | 'dec') => (s: { code: number; details: string }) => {
+        if (s.code !== 0)
+          fail(
+            new Error(`${side === 'enc' ? 'EncryptStream' : 'DecryptStream'} status ${s.code}: ${s.details}`),
+          );
+        statuses[side] = s.code;
+        settle();
+      };
+      enc.on('error', (err: Error) => fail(err));
+      dec.on('error', (err: Error) => fail(err));
+      enc.on('status', onStatus('enc'));
+      dec.on('status', onStatus('dec'));
+      enc.on('data', (m: { data?: Buffer | null }) => {
+        if (!m.data || m.data.length === 0 || failed) return;
+        if (!dec.write({ data: m.data })) {
+          enc.pause();
+          dec.once('drain', () => enc.resume());
+        }
+      });
+      enc.on('end', () => {
+        if (!failed) dec.end();
+      });
+      dec.on('data', (m: { data?: Buffer | null }) => {
+        const n = m.data?.length ?? 0;
+        callReceived += n;
+        received += n;
+      });
+      dec.on('end', () => {
+        decEnded = true;
+        settle();
+      });
+      dec.write({ init: { expectedContext: { bench: 'stream-client' } } });
+      enc.write({
+        init: { keyAlias: args.keyAlias, context: { bench: 'stream-client' }, chunkSize: args.chunkSize },
+      });
+      (async () => {
+        for (;;) {
+          if (failed) return;
+          const data = next();
+          if (data === undefined) break;
+          callSent += data.length;
+          sent += data.length;
+          if (!enc.write({ data })) await drained(enc);
+        }
+        enc.end();
+      })().catch(fail);
+    });
+
+  /** Counts a failed call under --keep-going (or rethrows); resolves after a short pause. */
+  const survive = async (err: unknown): Promise<void> => {
+    if (!args.keepGoing || stalled) throw err;
+    failedCalls++;
+    if (errorSamples.size < 5) errorSamples.add(String((err as Error)?.message ?? err).slice(0, 300));
+    await new Promise((r) => setTimeout(r, 100));
+  };
+
+  /**
+   * One stream's work: a single long call (encrypt, echo, pipe), calls of --bytes-per-call one after
+   * another, or repeated passes (decrypt).
+   */
   const runStream = async (stream: number): Promise<void> => {
     if (args.mode === 'decrypt') {
       let delivered = 0;
@@ -219,7 +350,13 @@ async function main(): Promise<StreamClientResult> {
           at += piece.length;
           return piece;
         };
-        const r = await runCall(stream, [], next);
+        let r: { sent: number; received: number };
+        try {
+          r = await runCall(stream, [], next);
+        } catch (err) {
+          await survive(err);
+          continue;
+        }
         calls++;
         delivered += r.received;
         if (r.received !== args.sourceBytes) verified = false;
@@ -227,12 +364,6 @@ async function main(): Promise<StreamClientResult> {
       return;
     }
     let left = args.bytesPerStream ?? Number.POSITIVE_INFINITY;
-    const next = () => {
-      if (stopWriting || left <= 0) return undefined;
-      const piece = left >= message.length ? message : message.subarray(0, left);
-      left -= piece.length;
-      return piece;
-    };
     const first =
       args.mode === 'encrypt'
         ? [
@@ -245,12 +376,30 @@ async function main(): Promise<StreamClientResult> {
             },
           ]
         : [];
-    const r = await runCall(stream, first, next);
-    calls++;
-    if (args.mode === 'echo' && r.received !== r.sent) verified = false;
-    if (args.mode === 'encrypt') {
-      const chunks = Math.max(1, Math.ceil(r.sent / chunkSize));
-      if (r.received < r.sent + chunks * TAG_BYTES) verified = false;
+    // One call at least (even if the window has already closed), then more while there is work.
+    for (let attempt = 0; attempt === 0 || (!stopWriting && left > 0); attempt++) {
+      let callLeft = Math.min(left, args.bytesPerCall ?? Number.POSITIVE_INFINITY);
+      const next = () => {
+        if (stopWriting || callLeft <= 0) return undefined;
+        const piece = callLeft >= message.length ? message : message.subarray(0, callLeft);
+        callLeft -= piece.length;
+        left -= piece.length;
+        return piece;
+      };
+      let r: { sent: number; received: number };
+      try {
+        r = args.mode === 'pipe' ? await runPipe(stream, next) : await runCall(stream, first, next);
+      } catch (err) {
+        await survive(err);
+        continue;
+      }
+      calls++;
+      if ((args.mode === 'echo' || args.mode === 'pipe') && r.received !== r.sent) verified = false;
+      if (args.mode === 'encrypt') {
+        const chunks = Math.max(1, Math.ceil(r.sent / chunkSize));
+        if (r.received < r.sent + chunks * TAG_BYTES) verified = false;
+      }
+      if (args.bytesPerCall === undefined) break;
     }
   };
 
@@ -327,6 +476,8 @@ async function main(): Promise<StreamClientResult> {
     verified: verified && error === undefined,
     warmedUp,
     stalled,
+    failedCalls,
+    errorSamples: [...errorSamples],
     ...(error !== undefined ? { error } : {}),
   };
 }

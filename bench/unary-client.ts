@@ -4,10 +4,12 @@
  * calls in flight (closed loop: each slot sends its next call when the previous one answers) and
  * prints one JSON object on stdout (UnaryClientResult). When forked with IPC it sends
  * {event:'window-start'|'window-end'} at the window's edges, so the parent can read the server's CPU
- * time (and the vault's counters) at the same moments.
+ * time (and the vault's counters) at the same moments. It answers {cmd:'tick', seq} with
+ * {event:'tick', seq, …UnaryClientTick}: running totals and the latency of the calls answered since
+ * the previous tick, so a parent can sample latency over time (bench/soak.ts).
  *
  *   node unary-client.js --target unix:/path --mode encrypt|decrypt|echo|seal
- *     [--concurrency C] [--payload-bytes B] (--seconds S [--warmup W] | --requests N)
+ *     [--concurrency C] [--payload-bytes B] (--seconds S [--warmup W] [--rate R] | --requests N)
  *     [--key-alias A] [--sources K] [--ciphertexts FILE] [--out FILE] [--channels K] [--drain-seconds D]
  *
  * encrypt: Encrypt of one random B-byte plaintext, over and over.
@@ -19,6 +21,9 @@
  *
  * Duration mode (--seconds): the window opens after --warmup and covers calls that complete inside it;
  * at its end no new calls start, and calls still in flight after --drain-seconds are cancelled.
+ * With --rate R the load is open-loop instead: R calls per second on a fixed schedule whatever the
+ * answers do, at most C in flight; a call due while C are in flight is not sent and counts as skipped
+ * (the server fell behind). Latency then includes any queueing at the server.
  * Count mode (--requests): N calls, `--concurrency` at a time (N = all at once); the window runs from
  * the first send to the last answer (drainSeconds).
  */
@@ -76,6 +81,9 @@ export interface UnaryClientResult {
   readonly totalFailed: number;
   /** Duration mode: calls still in flight --drain-seconds after the window closed, then cancelled. */
   readonly cancelledAtEnd: number;
+  /** --rate: calls per second asked for, and calls not sent because C were already in flight. */
+  readonly rate?: number;
+  readonly skipped?: number;
   /** Failed calls over the whole run by gRPC status name (RESOURCE_EXHAUSTED, UNAVAILABLE, …). */
   readonly errors: Record<string, number>;
   /** Failed calls by sealbox error code (the sealbox-error-code trailer). */
@@ -91,6 +99,18 @@ export interface UnaryClientResult {
   /** decrypt: distinct ciphertexts cycled through. */
   readonly sources?: number;
   readonly error?: string;
+}
+
+/** What a tick answers: running totals, and latency of the calls answered since the previous tick. */
+export interface UnaryClientTick {
+  readonly ok: number;
+  readonly failed: number;
+  readonly skipped: number;
+  /** Calls answered since the previous tick (OK or not), and their latency. */
+  readonly count: number;
+  readonly p50Ms: number | undefined;
+  readonly p99Ms: number | undefined;
+  readonly maxMs: number | undefined;
 }
 
 function parse() {
@@ -109,6 +129,7 @@ function parse() {
       out: { type: 'string' },
       channels: { type: 'string', default: '1' },
       'drain-seconds': { type: 'string', default: '5' },
+      rate: { type: 'string', default: '0' },
     },
   });
   const num = (name: keyof typeof values, min: number): number => {
@@ -123,6 +144,7 @@ function parse() {
     throw new Error('give exactly one of --seconds and --requests');
   if (mode === 'seal' && (values.requests === undefined || !values.out))
     throw new Error('--mode seal needs --requests and --out');
+  if (values.rate !== '0' && values.seconds === undefined) throw new Error('--rate needs --seconds');
   return {
     target: values.target,
     mode,
@@ -137,6 +159,7 @@ function parse() {
     out: values.out,
     channels: Math.floor(num('channels', 1)),
     drainSeconds: num('drain-seconds', 0),
+    rate: num('rate', 0),
   };
 }
 
@@ -253,6 +276,9 @@ async function main(): Promise<UnaryClientResult> {
 
   // State.
   const windowLatency = createHistogram();
+  /** Latency since the previous tick (every call, warm-up included); reset at each tick. */
+  const tickLatency = createHistogram();
+  let skipped = 0;
   let windowOpen = false;
   let windowOk = 0;
   let windowFailed = 0;
@@ -274,6 +300,7 @@ async function main(): Promise<UnaryClientResult> {
         active.delete(call);
         const us = Math.max(1, Math.round((performance.now() - sent) * 1000));
         if (windowOpen) windowLatency.record(us);
+        tickLatency.record(us);
         if (err) {
           if (cancelling && err.code === status.CANCELLED) {
             resolve();
@@ -296,6 +323,22 @@ async function main(): Promise<UnaryClientResult> {
       });
       active.add(call);
     });
+
+  process.on('message', (m: { cmd?: string; seq?: number }) => {
+    if (m?.cmd !== 'tick') return;
+    const latency = summarize(tickLatency);
+    tickLatency.reset();
+    const tick: UnaryClientTick = {
+      ok: totalOk,
+      failed: totalFailed,
+      skipped,
+      count: latency.count,
+      p50Ms: latency.p50Ms,
+      p99Ms: latency.p99Ms,
+      maxMs: latency.maxMs,
+    };
+    process.send?.({ event: 'tick', seq: m.seq, ...tick });
+  });
 
   type Mark = { at: number; cpu: NodeJS.CpuUsage };
   const mark = (event: 'window-start' | 'window-end'): Mark => {
@@ -343,11 +386,22 @@ async function main(): Promise<UnaryClientResult> {
       ),
     );
     let i = 0;
-    const slots = Promise.all(
-      Array.from({ length: args.concurrency }, async (_, slot) => {
-        while (!stopIssuing) await callOnce(slot, i++);
-      }),
-    );
+    const slots =
+      args.rate > 0
+        ? openLoop(
+            args.rate,
+            args.concurrency,
+            () => stopIssuing,
+            (n) => callOnce(n % args.channels, n),
+            () => {
+              skipped++;
+            },
+          )
+        : Promise.all(
+            Array.from({ length: args.concurrency }, async (_, slot) => {
+              while (!stopIssuing) await callOnce(slot, i++);
+            }),
+          );
     // After the window: give in-flight calls --drain-seconds, then cancel them.
     const drained = await Promise.race([
       slots.then(() => true),
@@ -393,6 +447,7 @@ async function main(): Promise<UnaryClientResult> {
     totalOk,
     totalFailed,
     cancelledAtEnd,
+    ...(args.rate > 0 ? { rate: args.rate, skipped } : {}),
     errors,
     sealboxErrors,
     errorSamples,
@@ -402,6 +457,41 @@ async function main(): Promise<UnaryClientResult> {
     ...(args.mode === 'decrypt' ? { sources: sources.length } : {}),
     ...(failed && totalOk === 0 ? { error: errorSamples[0] ?? 'every call failed verification' } : {}),
   };
+}
+
+/**
+ * Sends call n at n/rate seconds after the start (on a 5 ms timer), never more than `limit` at once; a
+ * call that comes due with `limit` in flight is skipped. Resolves when `stopped()` turns true and every
+ * call sent has settled.
+ */
+function openLoop(
+  rate: number,
+  limit: number,
+  stopped: () => boolean,
+  send: (n: number) => Promise<void>,
+  skip: () => void,
+): Promise<void> {
+  const inFlight = new Set<Promise<void>>();
+  const start = performance.now();
+  let due = 0;
+  return new Promise<void>((resolve) => {
+    const timer = setInterval(() => {
+      if (stopped()) {
+        clearInterval(timer);
+        void Promise.all(inFlight).then(() => resolve());
+        return;
+      }
+      const target = Math.floor(((performance.now() - start) / 1000) * rate);
+      for (; due < target; due++) {
+        if (inFlight.size >= limit) {
+          skip();
+          continue;
+        }
+        const call = send(due).finally(() => inFlight.delete(call));
+        inFlight.add(call);
+      }
+    }, 5);
+  });
 }
 
 main().then(

@@ -2,7 +2,7 @@
  * Runs bench/stream-client in a separate process against a server, and reads the server's CPU time
  * at the moments the client opens and closes its measured window (it tells us over IPC).
  */
-import { fork } from 'node:child_process';
+import { type ChildProcess, fork } from 'node:child_process';
 import { join } from 'node:path';
 import type { StreamClientResult } from '../stream-client';
 import { BENCH_LIB_DIR, cpuTime, RssSampler, type RssSummary, stopChild, trackChild } from './proc';
@@ -11,7 +11,7 @@ const STREAM_CLIENT_PATH = join(BENCH_LIB_DIR, '..', 'stream-client.js');
 
 export interface StreamRunOptions {
   readonly target: string;
-  readonly mode: 'encrypt' | 'echo' | 'decrypt';
+  readonly mode: 'encrypt' | 'echo' | 'decrypt' | 'pipe';
   readonly streams: number;
   readonly channels?: number;
   readonly messageBytes: number;
@@ -23,6 +23,15 @@ export interface StreamRunOptions {
   /** decrypt: plaintext bytes of the ciphertext that is decrypted over and over. */
   readonly sourceBytes?: number;
   readonly stallSeconds?: number;
+  /** Each stream makes calls of this many bytes, one after another (encrypt, echo, pipe). */
+  readonly bytesPerCall?: number;
+  /** Count failed calls and go on, instead of ending the run at the first failure. */
+  readonly keepGoing?: boolean;
+}
+
+export interface ClientHooks {
+  /** Called with the forked client at once (e.g. to send it {cmd:'tick'} requests). */
+  readonly onChild?: (child: ChildProcess) => void;
 }
 
 export interface StreamRun {
@@ -34,7 +43,11 @@ export interface StreamRun {
   readonly error?: string;
 }
 
-export async function runStreamClient(options: StreamRunOptions, serverPid: number): Promise<StreamRun> {
+export async function runStreamClient(
+  options: StreamRunOptions,
+  serverPid: number,
+  hooks: ClientHooks = {},
+): Promise<StreamRun> {
   const args = [
     `--target=${options.target}`,
     `--mode=${options.mode}`,
@@ -48,9 +61,12 @@ export async function runStreamClient(options: StreamRunOptions, serverPid: numb
     ...(options.seconds !== undefined ? [`--seconds=${options.seconds}`] : []),
     ...(options.bytesPerStream !== undefined ? [`--bytes-per-stream=${options.bytesPerStream}`] : []),
     ...(options.sourceBytes !== undefined ? [`--source-bytes=${options.sourceBytes}`] : []),
+    ...(options.bytesPerCall !== undefined ? [`--bytes-per-call=${options.bytesPerCall}`] : []),
+    ...(options.keepGoing ? ['--keep-going'] : []),
   ];
   const child = fork(STREAM_CLIENT_PATH, args, { stdio: ['ignore', 'pipe', 'inherit', 'ipc'], execArgv: [] });
   trackChild(child);
+  hooks.onChild?.(child);
   let cpuStart = cpuTime(serverPid);
   let cpuEnd: number | undefined;
   let rss: RssSampler | undefined;

@@ -3,8 +3,8 @@
  * every child a benchmark starts so none outlives it — on success, on error, on Ctrl-C or SIGTERM.
  */
 import { type ChildProcess, execFileSync } from 'node:child_process';
-import { readFileSync, rmSync } from 'node:fs';
-import { connect } from 'node:net';
+import { readdirSync, readFileSync, rmSync } from 'node:fs';
+import { connect, createServer } from 'node:net';
 import { join } from 'node:path';
 
 /** Compiled bench/lib directory; paths of sibling scripts are resolved from it, whatever the build dir. */
@@ -22,6 +22,32 @@ export function sampleRss(pid: number): number | undefined {
   } catch {
     return undefined;
   }
+}
+
+/** Open file descriptors of `pid` (entries of /proc/<pid>/fd), or undefined if the process is gone. */
+export function openFds(pid: number): number | undefined {
+  try {
+    return readdirSync(`/proc/${pid}/fd`).length;
+  } catch {
+    return undefined;
+  }
+}
+
+/**
+ * A TCP port on 127.0.0.1 that was free a moment ago (the kernel picks it; we close it again), for a
+ * child's fixed listener, e.g. sealbox's metrics.
+ */
+export function freeTcpPort(): Promise<number> {
+  return new Promise((resolve, reject) => {
+    const server = createServer();
+    server.once('error', reject);
+    server.listen(0, '127.0.0.1', () => {
+      const address = server.address();
+      server.close(() =>
+        typeof address === 'object' && address ? resolve(address.port) : reject(new Error('no port')),
+      );
+    });
+  });
 }
 
 let clockTicks: number | undefined;

@@ -3,7 +3,7 @@
  * (the server, the dev vault) at the moments the client opens and closes its window; optional hooks
  * run at the same moments (e.g. vault counter snapshots).
  */
-import { fork } from 'node:child_process';
+import { type ChildProcess, fork } from 'node:child_process';
 import { join } from 'node:path';
 import type { UnaryClientResult } from '../unary-client';
 import { BENCH_LIB_DIR, cpuTime, stopChild, trackChild } from './proc';
@@ -24,6 +24,8 @@ export interface UnaryRunOptions {
   readonly out?: string;
   readonly channels?: number;
   readonly drainSeconds?: number;
+  /** Open loop: calls per second on a fixed schedule, at most `concurrency` in flight. */
+  readonly rate?: number;
 }
 
 export interface UnaryRun<H = unknown> {
@@ -40,6 +42,8 @@ export interface UnaryRun<H = unknown> {
 export interface WindowHooks<H> {
   /** Runs when the window opens and again when it closes; both results are returned. */
   readonly snapshot?: () => Promise<H>;
+  /** Called with the forked client at once (e.g. to send it {cmd:'tick'} requests). */
+  readonly onChild?: (child: ChildProcess) => void;
 }
 
 export async function runUnaryClient<H = unknown>(
@@ -63,9 +67,11 @@ export async function runUnaryClient<H = unknown>(
     ...opt('out', options.out),
     ...opt('channels', options.channels),
     ...opt('drain-seconds', options.drainSeconds),
+    ...opt('rate', options.rate),
   ];
   const child = fork(UNARY_CLIENT_PATH, args, { stdio: ['ignore', 'pipe', 'inherit', 'ipc'], execArgv: [] });
   trackChild(child);
+  hooks.onChild?.(child);
   const read = () => Object.fromEntries(Object.entries(watch).map(([name, pid]) => [name, cpuTime(pid)]));
   let cpuStart = read();
   let cpuEnd: Record<string, number | undefined> | undefined;

@@ -12,7 +12,7 @@ import { after, before, test } from 'node:test';
 
 /** <build>/bench/index.js, next to <build>/test/integration. */
 const BENCH_INDEX = join(__dirname, '..', '..', 'bench', 'index.js');
-const BENCHMARKS = ['throughput', 'unary', 'cache', 'storm', 'esdk'] as const;
+const BENCHMARKS = ['throughput', 'unary', 'cache', 'storm', 'esdk', 'soak'] as const;
 
 let dir: string;
 let exitCode: number | null;
@@ -170,6 +170,39 @@ test('esdk: three ESDK configurations that round-trip, and sealbox over gRPC', (
   }
   assertFigures('sealbox', r['sealbox'] as Record<string, unknown>, ['bytesPerSecond']);
   assert.equal((r['ratios'] as unknown[]).length, 3);
+});
+
+test('soak: samples of every phase, baseline / peak / after figures, verdicts, no failures', () => {
+  const r = result('soak');
+  const samples = r['samples'] as Array<Record<string, unknown>>;
+  assert.ok(Array.isArray(samples));
+  assert.deepEqual(new Set(samples.map((s) => s['phase'])), new Set(['baseline', 'load', 'settle']));
+  for (const s of samples) {
+    assert.equal(typeof s['t'], 'number');
+    assertFigures(`samples[t=${s['t']}]`, s, ['rssBytes', 'fds']); // from /proc: always there
+  }
+  // From /metrics (a scrape may time out on a loaded machine, so not necessarily every second).
+  for (const phase of ['baseline', 'load', 'settle']) {
+    const scraped = samples.filter((s) => s['phase'] === phase && isCount(s['heapUsedBytes']));
+    assert.ok(scraped.length > 0, `a ${phase} sample with metrics`);
+    assertFigures(`${phase} sample`, scraped[0]!, ['externalBytes', 'loopP99Ms']);
+  }
+  for (const part of ['baseline', 'peak', 'after'])
+    assertFigures(part, r[part] as Record<string, unknown>, ['rss', 'fds']);
+  const verdicts = r['verdicts'] as Record<string, { ok: unknown; text: unknown }>;
+  for (const name of ['fds', 'rss', 'heap', 'rssTrend']) {
+    assert.equal(typeof verdicts[name]?.ok, 'boolean', `verdicts.${name}.ok`);
+    assert.equal(typeof verdicts[name]?.text, 'string', `verdicts.${name}.text`);
+  }
+  assert.deepEqual(r['failures'], []);
+  const client = r['streamClient'] as Record<string, unknown>;
+  assert.equal(client['verified'], true);
+  assert.equal(client['failedCalls'], 0);
+  const unary = r['unaryClients'] as Record<string, Record<string, unknown>>;
+  for (const op of ['encrypt', 'decrypt']) {
+    assertFigures(`unaryClients.${op}`, unary[op]!, ['totalOk', 'skipped']);
+    assert.equal(unary[op]!['totalFailed'], 0, `${op}: ${JSON.stringify(unary[op]!['errors'])}`);
+  }
 });
 
 test('summary: every benchmark exited 0 and its main ratios were collected', () => {
