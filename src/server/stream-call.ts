@@ -31,6 +31,29 @@ export interface StreamLimits {
 
 type DataResponse = { data?: unknown };
 
+/** Messages grpc-js may hold for one stream, each way (see narrowStreamBuffers). */
+export const READ_AHEAD_MESSAGES = 1;
+export const WRITE_BEHIND_MESSAGES = 2;
+
+/**
+ * grpc-js builds every server stream as an object-mode Duplex with Node's default of 16 messages each
+ * way, and offers no option to change it. Messages, not bytes: with 8 MiB requests one stalled stream
+ * held ~17 × 8 MiB outside the byte budget (test/integration/memory.test.ts). StreamCall pulls one
+ * message at a time, so reading one ahead is all it needs; two queued writes keep the HTTP/2 stream
+ * busy. The fields are Node's stream state, stable since Node 10; if they were ever missing this is
+ * a no-op and the memory test fails, not the service.
+ */
+function narrowStreamBuffers(call: object): void {
+  const state = call as {
+    _readableState?: { highWaterMark?: number };
+    _writableState?: { highWaterMark?: number };
+  };
+  if (typeof state._readableState?.highWaterMark === 'number')
+    state._readableState.highWaterMark = READ_AHEAD_MESSAGES;
+  if (typeof state._writableState?.highWaterMark === 'number')
+    state._writableState.highWaterMark = WRITE_BEHIND_MESSAGES;
+}
+
 export class StreamCall<Req, Res extends DataResponse> {
   private readonly abort = new AbortController();
   private readonly pending: Array<{ result: Promise<Res | Buffer | Framed>; held: number }> = [];
@@ -52,6 +75,7 @@ export class StreamCall<Req, Res extends DataResponse> {
     private readonly log: Logger,
     private readonly method: string,
   ) {
+    narrowStreamBuffers(call);
     call.on('cancelled', () => {
       this.finishWith(
         new SealboxError(ErrorCode.CANCELLED, 'call cancelled by the client or its deadline'),
