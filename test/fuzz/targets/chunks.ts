@@ -14,9 +14,9 @@
  * Properties, for every input:
  *  - only SealboxErrors with a ciphertext code (or KEY_NOT_FOUND, CONTEXT_MISMATCH) escape, and no
  *    allocation exceeds the input plus one maximal header;
- *  - the reader is split-invariant: whole, or pushed in awkward pieces with one chunk per segment, it
- *    yields the same header, the same records with contiguous indexes, or the same error code, and it
- *    never holds more than one header or one record;
+ *  - the reader is split-invariant: whole, or pushed in awkward pieces with one chunk per segment and
+ *    segments that may be views, it yields the same header, the same records with contiguous indexes,
+ *    or the same error code, and it never holds more than one header or one record;
  *  - whatever opens is canonical: sealing its plaintext again with the header's fields gives back the
  *    same bytes (so no two ciphertexts open to the same message).
  */
@@ -60,7 +60,14 @@ function held(reader: CiphertextReader): number {
 }
 
 function read(bytes: Buffer, split: boolean): ReadResult {
-  const reader = new CiphertextReader(split ? () => 1 : () => MAX_CHUNKS);
+  // Split: one chunk per segment, and segments may be views into the pushed pieces (the other
+  // ByteQueue path). Whole: as openMessage reads.
+  const reader = split
+    ? new CiphertextReader(
+        () => 1,
+        () => false,
+      )
+    : new CiphertextReader(() => MAX_CHUNKS);
   const parts: Buffer[] = [];
   let nextIndex = 0;
   const take = (segments: ReadonlyArray<{ firstIndex: number; final: boolean; data: Buffer }>) => {
