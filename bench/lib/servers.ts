@@ -6,7 +6,7 @@ import { type ChildProcess, spawn } from 'node:child_process';
 import { mkdtempSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import type { ConfigInput } from '../../src/config/config';
+import { type ConfigInput, mergeConfigInput } from '../../src/config/config';
 import { createLocalKeyFile } from '../../src/kek/local';
 import { BENCH_LIB_DIR, stopChild, trackChild, trackTempDir, WATCH_PARENT, waitForSocket } from './proc';
 
@@ -40,14 +40,14 @@ export async function spawnSealbox(
 ): Promise<SpawnedServer> {
   const dir = mkdtempSync(join(tmpdir(), 'sealbox-bench-'));
   const removeDir = trackTempDir(dir);
-  let keys = options.keys as Record<string, unknown> | undefined;
+  let keys = options.keys as ConfigInput['keys'];
   if (keys === undefined) {
     const keyFile = join(dir, 'kek.json');
     createLocalKeyFile(keyFile, BENCH_KEY_ALIAS);
     keys = { [BENCH_KEY_ALIAS]: { provider: 'local', file: keyFile } };
   }
   const socketPath = join(dir, 'sealbox.sock');
-  const config = merge(
+  const config = mergeConfigInput(
     {
       dataDir: dir,
       listen: { socket: socketPath },
@@ -55,7 +55,7 @@ export async function spawnSealbox(
       log: { level: 'warn' },
       shutdown: { graceMs: 2000 },
     },
-    overrides as Record<string, unknown>,
+    overrides,
   );
   const configFile = join(dir, 'config.json');
   writeFileSync(configFile, `${JSON.stringify(config, null, 2)}\n`, { mode: 0o600 });
@@ -102,16 +102,4 @@ async function started(
     throw err;
   }
   return { pid: child.pid!, target: `unix:${socketPath}`, ...(config ? { config } : {}), stop };
-}
-
-function merge(a: Record<string, unknown>, b: Record<string, unknown>): Record<string, unknown> {
-  const out: Record<string, unknown> = { ...a };
-  for (const [k, v] of Object.entries(b)) {
-    const existing = out[k];
-    out[k] =
-      v && typeof v === 'object' && !Array.isArray(v) && existing && typeof existing === 'object'
-        ? merge(existing as Record<string, unknown>, v as Record<string, unknown>)
-        : v;
-  }
-  return out;
 }

@@ -508,6 +508,16 @@ function isPlainObject(value: unknown): value is Record<string, unknown> {
   return value !== null && typeof value === 'object' && !Array.isArray(value);
 }
 
+/**
+ * `base` with `overrides` deep-merged over it (objects merge key by key, anything else replaces);
+ * neither argument changes. For callers that layer config inputs (tests, benchmarks, `sealbox dev`).
+ */
+export function mergeConfigInput(base: ConfigInput, overrides: ConfigInput): ConfigInput {
+  const out = structuredClone(base) as Record<string, unknown>;
+  deepMerge(out, structuredClone(overrides) as Record<string, unknown>);
+  return out as ConfigInput;
+}
+
 function deepMerge(target: Record<string, unknown>, source: Record<string, unknown>): void {
   for (const [key, value] of Object.entries(source)) {
     const existing = target[key];

@@ -7,7 +7,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import type { EnvelopeClient } from '../../src/api/proto';
 import { connectEnvelope } from '../../src/client/client';
-import { type Config, type ConfigInput, validateConfig } from '../../src/config/config';
+import { type Config, type ConfigInput, mergeConfigInput, validateConfig } from '../../src/config/config';
 import { createLocalKeyFile } from '../../src/kek/local';
 import { createLogger } from '../../src/log/logger';
 import { type Sealbox, type SealboxHooks, startSealbox } from '../../src/main';
@@ -42,7 +42,7 @@ export async function startTestSealbox(
     log: { level: 'silent' },
     shutdown: { graceMs: 2000 },
   };
-  const config = validateConfig(merge(base, overrides as Record<string, unknown>));
+  const config = validateConfig(mergeConfigInput(base, overrides));
   const sealbox = await startSealbox(config, createLogger(config.log.level), hooks);
   const target = `unix:${socketPath}`;
   const client = connectEnvelope(target);
@@ -60,18 +60,6 @@ export async function startTestSealbox(
       rmSync(dir, { recursive: true, force: true });
     },
   };
-}
-
-function merge(a: Record<string, unknown>, b: Record<string, unknown>): Record<string, unknown> {
-  const out: Record<string, unknown> = { ...a };
-  for (const [k, v] of Object.entries(b)) {
-    const existing = out[k];
-    out[k] =
-      v && typeof v === 'object' && !Array.isArray(v) && existing && typeof existing === 'object'
-        ? merge(existing as Record<string, unknown>, v as Record<string, unknown>)
-        : v;
-  }
-  return out;
 }
 
 /** Splits `data` at the given offsets (sorted, deduplicated, clamped). */

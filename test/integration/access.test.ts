@@ -38,7 +38,7 @@ import {
   encryptStream,
   errorCode,
 } from '../../src/client/client';
-import { type ConfigInput, validateConfig } from '../../src/config/config';
+import { type ConfigInput, mergeConfigInput, validateConfig } from '../../src/config/config';
 import type { AdminClient } from '../../src/gen/sealbox/v1/Admin';
 import type { EncryptStreamResponse__Output } from '../../src/gen/sealbox/v1/EncryptStreamResponse';
 import type { KeyStatusList__Output } from '../../src/gen/sealbox/v1/KeyStatusList';
@@ -159,7 +159,7 @@ async function startBox(overrides: Record<string, unknown>): Promise<Box> {
   const socket = join(dir, 'sealbox.sock');
   const adminSocket = join(dir, 'admin.sock');
   const config = validateConfig(
-    merge(
+    mergeConfigInput(
       {
         dataDir: dir,
         listen: { socket, adminSocket },
@@ -194,18 +194,6 @@ async function startBox(overrides: Record<string, unknown>): Promise<Box> {
       rmSync(dir, { recursive: true, force: true });
     },
   };
-}
-
-function merge(a: Record<string, unknown>, b: Record<string, unknown>): Record<string, unknown> {
-  const out: Record<string, unknown> = { ...a };
-  for (const [k, v] of Object.entries(b)) {
-    const existing = out[k];
-    out[k] =
-      v && typeof v === 'object' && !Array.isArray(v) && existing && typeof existing === 'object'
-        ? merge(existing as Record<string, unknown>, v as Record<string, unknown>)
-        : v;
-  }
-  return out;
 }
 
 const closers: Array<{ close(): void }> = [];

@@ -28,8 +28,8 @@ import { CiphertextReader } from '../../../src/crypto/framing';
 import { zeroMessageKeys } from '../../../src/crypto/kdf';
 import { openMessage, sealMessage } from '../../../src/crypto/message';
 import { ErrorCode, SealboxError } from '../../../src/errors';
+import { LARGEST_HEADER } from '../../helpers/fuzzing';
 import { check, dekFor, fromFields, keysFor, preview, reauthenticate, underTest } from './common';
-import { LARGEST_HEADER } from './header';
 
 const OPEN_CODES: ReadonlySet<ErrorCode> = new Set([
   ErrorCode.CIPHERTEXT_MALFORMED,
