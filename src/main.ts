@@ -236,6 +236,7 @@ export async function startSealbox(
         config.webhook.secret ?? readFileSync(config.webhook.secretFile!, 'utf8').trim(),
         watcher ?? { checkNow: async () => {} },
         log,
+        config.webhook.tls ?? undefined,
       );
     }
   } catch (err) {

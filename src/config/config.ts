@@ -301,6 +301,14 @@ export const configSchema = z
         /** Shared secret: the `secret` query parameter of the subscription URL (or a Bearer token). */
         secret: z.string().min(16, 'webhook.secret must be at least 16 characters').nullable().default(null),
         secretFile: z.string().min(1).nullable().default(null),
+        /**
+         * Serve HTTPS with this certificate: Event Grid delivers only to https:// endpoints, so without
+         * it TLS must be terminated in front of sealbox (ingress, mesh).
+         */
+        tls: z
+          .strictObject({ certFile: z.string().min(1), keyFile: z.string().min(1) })
+          .nullable()
+          .default(null),
       })
       .refine((w) => w.listen === null || w.secret !== null || w.secretFile !== null, {
         message: 'webhook.listen needs webhook.secret or webhook.secretFile',

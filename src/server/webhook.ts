@@ -15,7 +15,15 @@
  * WebHook-Allowed-Origin.
  */
 import { createHash, timingSafeEqual } from 'node:crypto';
-import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
+import { readFileSync } from 'node:fs';
+import {
+  createServer,
+  type IncomingMessage,
+  type RequestListener,
+  type Server,
+  type ServerResponse,
+} from 'node:http';
+import { createServer as createHttpsServer } from 'node:https';
 import type { AddressInfo } from 'node:net';
 import type { Logger } from '../log/logger';
 
@@ -34,7 +42,7 @@ const VALIDATION_EVENT = 'Microsoft.EventGrid.SubscriptionValidationEvent';
 const MAX_BODY_BYTES = 1024 * 1024;
 
 export interface WebhookServer {
-  /** "http://host:port" */
+  /** "http://host:port", or https:// with TLS */
   readonly url: string;
   stop(): Promise<void>;
 }
@@ -44,14 +52,21 @@ export async function startWebhookServer(
   secret: string,
   target: WebhookTarget,
   log: Logger,
+  /** PEM certificate chain and key files: serve HTTPS (what Event Grid requires of an endpoint). */
+  tls?: { certFile: string; keyFile: string },
 ): Promise<WebhookServer> {
   const expected = digest(secret);
-  const server: Server = createServer((req, res) => {
+  const credentials = tls && {
+    cert: readPem('certFile', tls.certFile),
+    key: readPem('keyFile', tls.keyFile),
+  };
+  const listener: RequestListener = (req, res) => {
     handle(req, res).catch((err: unknown) => {
       log.error({ err }, 'webhook handler failed');
       if (!res.headersSent) reply(res, 500, { error: 'internal error' });
     });
-  });
+  };
+  const server: Server = credentials ? createHttpsServer(credentials, listener) : createServer(listener);
 
   async function handle(req: IncomingMessage, res: ServerResponse): Promise<void> {
     const url = new URL(req.url ?? '/', 'http://webhook');
@@ -115,13 +130,21 @@ export async function startWebhookServer(
   const address = server.address() as AddressInfo;
   const host = address.family === 'IPv6' ? `[${address.address}]` : address.address;
   return {
-    url: `http://${host}:${address.port}`,
+    url: `${tls ? 'https' : 'http'}://${host}:${address.port}`,
     stop: () =>
       new Promise<void>((resolve) => {
         server.close(() => resolve());
         server.closeAllConnections();
       }),
   };
+}
+
+function readPem(field: string, path: string): Buffer {
+  try {
+    return readFileSync(path);
+  } catch (err) {
+    throw new Error(`webhook.tls.${field}: cannot read ${path}: ${(err as Error).message}`);
+  }
 }
 
 /** Fixed-length digests, so the comparison is constant-time whatever the lengths. */

@@ -5,6 +5,7 @@
  */
 import assert from 'node:assert/strict';
 import { mkdtempSync, rmSync } from 'node:fs';
+import { request as httpsRequest } from 'node:https';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, test } from 'node:test';
@@ -47,12 +48,16 @@ after(async () => {
   rmSync(dir, { recursive: true, force: true });
 });
 
-async function withSealbox(keyName: string, fn: (box: TestSealbox, admin: AdminClient) => Promise<void>) {
+async function withSealbox(
+  keyName: string,
+  fn: (box: TestSealbox, admin: AdminClient) => Promise<void>,
+  webhookTls: { certFile: string; keyFile: string } | null = null,
+) {
   const adminSocket = join(dir, `admin-${keyName}.sock`);
   const box = await startTestSealbox({
     revocation: { pollIntervalMs: 3_600_000 },
     listen: { adminSocket },
-    webhook: { listen: { host: '127.0.0.1', port: 0 }, secret: SECRET },
+    webhook: { listen: { host: '127.0.0.1', port: 0 }, secret: SECRET, tls: webhookTls },
     keys: {
       pay: {
         provider: 'azure',
@@ -137,6 +142,58 @@ test('an Event Grid event alone makes sealbox refuse a key disabled in the vault
     assert.equal(ce.status, 200);
     assert.equal(await refused(decrypt(box.client, ciphertext)), false, 'serving again after the next event');
   });
+});
+
+/** POSTs over HTTPS trusting only `ca` (Node's fetch cannot take a CA per request). */
+function postTls(url: string, body: unknown, ca: string): Promise<{ status: number; text: string }> {
+  return new Promise((resolve, reject) => {
+    const req = httpsRequest(
+      url,
+      { method: 'POST', ca, headers: { 'content-type': 'application/json' } },
+      (res) => {
+        const parts: Buffer[] = [];
+        res.on('data', (b: Buffer) => parts.push(b));
+        res.on('end', () => resolve({ status: res.statusCode ?? 0, text: Buffer.concat(parts).toString() }));
+      },
+    );
+    req.on('error', reject);
+    req.end(JSON.stringify(body));
+  });
+}
+
+test('the webhook over HTTPS (what Event Grid requires): handshake, then an event revokes', async () => {
+  await keys.createRsaKey('push-https', { keySize: 2048 });
+  // The dev vault's server certificate is valid for 127.0.0.1; its CA is the only one trusted here.
+  const tls = {
+    certFile: join(dir, 'vault', 'tls', 'server.pem'),
+    keyFile: join(dir, 'vault', 'tls', 'server-key.pem'),
+  };
+  await withSealbox(
+    'push-https',
+    async (box) => {
+      const url = `${box.sealbox.webhookUrl}?secret=${SECRET}`;
+      assert.match(url, /^https:\/\/127\.0\.0\.1:\d+\/eventgrid\?/);
+      const validation = await postTls(
+        url,
+        gridEvent('Microsoft.EventGrid.SubscriptionValidationEvent', { validationCode: 'tls-1' }),
+        vault.caPem,
+      );
+      assert.deepEqual(
+        [validation.status, JSON.parse(validation.text)],
+        [200, { validationResponse: 'tls-1' }],
+      );
+      // Plain HTTP to the TLS port gets no answer a client could mistake for success.
+      await assert.rejects(fetch(url.replace('https:', 'http:'), { method: 'POST', body: '[]' }));
+      const { ciphertext } = await encrypt(box.client, 'pay', Buffer.from('x'));
+      await decrypt(box.client, ciphertext);
+      await keys.updateKeyProperties('push-https', { enabled: false });
+      assert.equal(await refused(decrypt(box.client, ciphertext)), false, 'no poll yet: cached');
+      const event = await postTls(url, gridEvent('Microsoft.KeyVault.VaultAccessPolicyChanged'), vault.caPem);
+      assert.equal(event.status, 200);
+      assert.equal(await refused(decrypt(box.client, ciphertext)), true, 'refused right after the event');
+    },
+    tls,
+  );
 });
 
 test('webhook handshakes and the shared secret', async () => {
