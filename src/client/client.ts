@@ -15,6 +15,8 @@ import {
 import { type EnvelopeClient, loadApi } from '../api/proto';
 import type { DecryptStreamResponse__Output } from '../gen/sealbox/v1/DecryptStreamResponse';
 import type { EncryptStreamResponse__Output } from '../gen/sealbox/v1/EncryptStreamResponse';
+import type { RewrapRequest } from '../gen/sealbox/v1/RewrapRequest';
+import type { RewrapResponse__Output } from '../gen/sealbox/v1/RewrapResponse';
 
 export type Context = Record<string, string>;
 
@@ -58,6 +60,37 @@ export function decrypt(
     client.Decrypt({ ciphertext, expectedContext }, options, (err, res) =>
       err || !res ? reject(err) : resolve(res),
     );
+  });
+}
+
+/** Rewraps one ciphertext's header (or the ciphertext's first bytes) under its key's current version. */
+export function rewrap(
+  client: EnvelopeClient,
+  request: RewrapRequest,
+  options: CallOptions = {},
+): Promise<RewrapResponse__Output> {
+  return new Promise((resolve, reject) => {
+    client.Rewrap(request, options, (err, res) => (err || !res ? reject(err) : resolve(res)));
+  });
+}
+
+/**
+ * Sends every request through RewrapStream, half-closes, and collects the responses (one per request,
+ * in order; a failed item carries its errorCode) and the error that ended the stream, if any.
+ */
+export function rewrapStream(
+  client: EnvelopeClient,
+  requests: readonly RewrapRequest[],
+  options: CallOptions = {},
+): Promise<{ responses: RewrapResponse__Output[]; error?: ServiceError }> {
+  return new Promise((resolve) => {
+    const call = client.RewrapStream(options);
+    const responses: RewrapResponse__Output[] = [];
+    call.on('data', (r: RewrapResponse__Output) => responses.push(r));
+    call.on('error', (error: ServiceError) => resolve({ responses, error }));
+    call.on('end', () => resolve({ responses }));
+    for (const request of requests) call.write(request);
+    call.end();
   });
 }
 

@@ -37,13 +37,14 @@ import {
   encrypt,
   encryptStream,
   errorCode,
+  rewrap as rewrapCall,
+  rewrapStream as rewrapStreamCall,
 } from '../../src/client/client';
 import { type ConfigInput, mergeConfigInput, validateConfig } from '../../src/config/config';
 import type { AdminClient } from '../../src/gen/sealbox/v1/Admin';
 import type { EncryptStreamResponse__Output } from '../../src/gen/sealbox/v1/EncryptStreamResponse';
 import type { KeyStatusList__Output } from '../../src/gen/sealbox/v1/KeyStatusList';
 import type { RewrapRequest } from '../../src/gen/sealbox/v1/RewrapRequest';
-import type { RewrapResponse__Output } from '../../src/gen/sealbox/v1/RewrapResponse';
 import { createLocalKeyFile } from '../../src/kek/local';
 import { createLogger } from '../../src/log/logger';
 import { type Sealbox, startSealbox } from '../../src/main';
@@ -55,6 +56,10 @@ const DAY_MS = 86_400_000;
 const BILLING_URI = 'spiffe://sealbox.test/billing';
 /** Every call gets a deadline, so a hang fails one test instead of the whole file. */
 const deadline = () => ({ deadline: Date.now() + 5000 });
+/** The client's Rewrap helpers, with this file's deadline on every call. */
+const rewrap = (client: EnvelopeClient, request: RewrapRequest) => rewrapCall(client, request, deadline());
+const rewrapStream = (client: EnvelopeClient, requests: RewrapRequest[]) =>
+  rewrapStreamCall(client, requests, deadline());
 
 // ---------------------------------------------------------------------------------------------------
 // Certificates
@@ -238,28 +243,6 @@ function flushCache(admin: AdminClient): Promise<{ encryptDeks: number; decryptD
   return new Promise((resolve, reject) =>
     admin.FlushCache({}, deadline(), (err, res) => (err || !res ? reject(err) : resolve(res))),
   );
-}
-
-function rewrap(client: EnvelopeClient, request: RewrapRequest): Promise<RewrapResponse__Output> {
-  return new Promise((resolve, reject) =>
-    client.Rewrap(request, deadline(), (err, res) => (err || !res ? reject(err) : resolve(res))),
-  );
-}
-
-/** Sends every request, half-closes, and collects the responses and the final error, if any. */
-function rewrapStream(
-  client: EnvelopeClient,
-  requests: RewrapRequest[],
-): Promise<{ responses: RewrapResponse__Output[]; error?: ServiceError }> {
-  return new Promise((resolve) => {
-    const call = client.RewrapStream(deadline());
-    const responses: RewrapResponse__Output[] = [];
-    call.on('data', (r: RewrapResponse__Output) => responses.push(r));
-    call.on('error', (error: ServiceError) => resolve({ responses, error }));
-    call.on('end', () => resolve({ responses }));
-    for (const request of requests) call.write(request);
-    call.end();
-  });
 }
 
 interface Refusal {

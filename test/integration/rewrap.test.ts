@@ -20,7 +20,7 @@ import { KeyClient } from '@azure/keyvault-keys';
 import type { ServiceError } from '@grpc/grpc-js';
 import type { EnvelopeClient } from '../../src/api/proto';
 import { CachedDataKeys } from '../../src/cache/cached-data-keys';
-import { connectEnvelope, decrypt, encrypt, errorCode } from '../../src/client/client';
+import { connectEnvelope, decrypt, encrypt, errorCode, rewrap, rewrapStream } from '../../src/client/client';
 import { type ConfigInput, validateConfig } from '../../src/config/config';
 import { parseHeader } from '../../src/crypto/format';
 import {
@@ -123,28 +123,6 @@ async function startRewrapSealbox(options: { registry?: boolean; retry?: object 
       rmSync(home, { recursive: true, force: true });
     },
   };
-}
-
-function rewrap(client: EnvelopeClient, request: RewrapRequest): Promise<RewrapResponse__Output> {
-  return new Promise((resolve, reject) => {
-    client.Rewrap(request, (err, res) => (err || !res ? reject(err) : resolve(res)));
-  });
-}
-
-/** Sends every request, half-closes, and collects the responses and the final error, if any. */
-function rewrapStream(
-  client: EnvelopeClient,
-  requests: RewrapRequest[],
-): Promise<{ responses: RewrapResponse__Output[]; error?: ServiceError }> {
-  return new Promise((resolve) => {
-    const call = client.RewrapStream();
-    const responses: RewrapResponse__Output[] = [];
-    call.on('data', (r: RewrapResponse__Output) => responses.push(r));
-    call.on('error', (error: ServiceError) => resolve({ responses, error }));
-    call.on('end', () => resolve({ responses }));
-    for (const request of requests) call.write(request);
-    call.end();
-  });
 }
 
 async function refused(call: Promise<unknown>): Promise<ServiceError> {
