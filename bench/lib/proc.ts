@@ -4,8 +4,9 @@
  */
 import { type ChildProcess, execFileSync } from 'node:child_process';
 import { readdirSync, readFileSync, rmSync } from 'node:fs';
-import { connect, createServer } from 'node:net';
+import { createServer } from 'node:net';
 import { join } from 'node:path';
+import { socketAccepts } from '../../src/server/socket';
 
 /** Compiled bench/lib directory; paths of sibling scripts are resolved from it, whatever the build dir. */
 export const BENCH_LIB_DIR = __dirname;
@@ -205,15 +206,7 @@ export function runMain(main: () => Promise<number>): void {
 export async function waitForSocket(path: string, alive: () => boolean, timeoutMs = 20_000): Promise<void> {
   const deadline = Date.now() + timeoutMs;
   for (;;) {
-    const ok = await new Promise<boolean>((resolve) => {
-      const probe = connect(path);
-      probe.once('connect', () => {
-        probe.destroy();
-        resolve(true);
-      });
-      probe.once('error', () => resolve(false));
-    });
-    if (ok) return;
+    if (await socketAccepts(path)) return;
     if (!alive()) throw new Error(`the server exited before listening on ${path}`);
     if (Date.now() > deadline) throw new Error(`timed out waiting for ${path} to accept connections`);
     await new Promise((r) => setTimeout(r, 50));

@@ -27,6 +27,7 @@ import type { WrappedKey } from '../crypto/message';
 import { ErrorCode, SealboxError } from '../errors';
 import { withAuditCaller } from '../kek/audit';
 import type { KekRegistry } from '../kek/registry';
+import { untilAborted } from '../util/abort';
 import { ByteBudget } from '../util/budget';
 import { type DataKeySource, DEK_BYTES, type EncryptKeys } from './data-keys';
 
@@ -207,7 +208,7 @@ export class CachedDataKeys implements DataKeySource {
     try {
       // Every waiter derives from the flight's own copy of the DEK, which stays intact until the last
       // waiter is done — even if the LRU evicts (and zeroes) its entry meanwhile.
-      const dek = await (signal ? abortable(joined.promise, signal) : joined.promise);
+      const dek = await (signal ? untilAborted(joined.promise, signal) : joined.promise);
       return deriveMessageKeys(dek, header.messageId);
     } finally {
       if (--joined.waiters === 0)
@@ -455,7 +456,7 @@ export class CachedDataKeys implements DataKeySource {
       });
       state.pending = pending;
     }
-    return signal ? abortable(state.pending, signal) : state.pending;
+    return signal ? untilAborted(state.pending, signal) : state.pending;
   }
 
   private async wrapNew(alias: string): Promise<ActiveDek> {
@@ -527,23 +528,4 @@ export class CachedDataKeys implements DataKeySource {
   private evicted(reason: string): void {
     this.counters.evictions[reason] = (this.counters.evictions[reason] ?? 0) + 1;
   }
-}
-
-/** `promise`, or a rejection as soon as `signal` aborts (the shared work itself goes on). */
-function abortable<T>(promise: Promise<T>, signal: AbortSignal): Promise<T> {
-  if (signal.aborted) return Promise.reject(signal.reason);
-  return new Promise<T>((resolve, reject) => {
-    const onAbort = () => reject(signal.reason);
-    signal.addEventListener('abort', onAbort, { once: true });
-    promise.then(
-      (value) => {
-        signal.removeEventListener('abort', onAbort);
-        resolve(value);
-      },
-      (err: unknown) => {
-        signal.removeEventListener('abort', onAbort);
-        reject(err);
-      },
-    );
-  });
 }

@@ -13,6 +13,7 @@
 import { randomFillSync, timingSafeEqual } from 'node:crypto';
 import type { Config } from '../config/config';
 import { ErrorCode, isSealboxError } from '../errors';
+import { vaultErrorCodes } from '../kek/azure';
 import type { KekProvider, KeyStatus } from '../kek/provider';
 import { EXIT_CODE_NAMES, ExitCode } from './exit';
 
@@ -149,30 +150,6 @@ function datesNote(status: KeyStatus, now: number): string {
 interface CauseLike {
   readonly message?: unknown;
   readonly statusCode?: unknown;
-  readonly code?: unknown;
-  readonly details?: { readonly error?: ErrorBody };
-}
-interface ErrorBody {
-  readonly code?: unknown;
-  readonly innerError?: ErrorBody;
-  readonly innererror?: ErrorBody;
-}
-
-/** Key Vault's error and inner-error codes on the cause, outermost first. */
-function vaultCodes(cause: unknown): string[] {
-  const codes: string[] = [];
-  if (typeof cause !== 'object' || cause === null) return codes;
-  const c = cause as CauseLike;
-  const add = (code: unknown) => {
-    if (typeof code === 'string' && code !== '' && !codes.includes(code)) codes.push(code.slice(0, 64));
-  };
-  add(c.code);
-  let body = c.details?.error;
-  for (let depth = 0; body && depth < 4; depth++) {
-    add(body.code);
-    body = body.innerError ?? body.innererror;
-  }
-  return codes;
 }
 
 /**
@@ -197,7 +174,7 @@ export function explain(
     return { exitCode: ExitCode.FAILURE, message: `${step} failed unexpectedly: ${message}` };
   }
   const cause = err.cause;
-  const codes = vaultCodes(cause);
+  const codes = vaultErrorCodes(cause);
   const statusCode = (cause as CauseLike | undefined)?.statusCode;
   const where = description.keyName
     ? `key ${description.keyName} in vault ${description.vaultUrl}`

@@ -254,6 +254,16 @@ export class Vault {
     };
   }
 
+  /** A key in a list (GetKeys, GetDeletedKeys): kid without a version, the current version's attributes and tags. */
+  private listItem(base: string, record: KeyRecord): Json {
+    const v = this.latest(record);
+    return {
+      kid: `${base}/keys/${record.name}`,
+      attributes: this.attributes(v),
+      ...(v.tags === undefined ? {} : { tags: { ...v.tags } }),
+    };
+  }
+
   private deletedInfo(base: string, record: KeyRecord): Json {
     const deleted = record.deleted;
     if (deleted === undefined) return {};
@@ -435,14 +445,7 @@ export class Vault {
     return this.page(
       live,
       (r) => r.name.toLowerCase(),
-      (r) => {
-        const v = this.latest(r);
-        return {
-          kid: `${base}/keys/${r.name}`,
-          attributes: this.attributes(v),
-          ...(v.tags === undefined ? {} : { tags: { ...v.tags } }),
-        };
-      },
+      (r) => this.listItem(base, r),
       { ...query, link: `${base}/keys` },
     );
   }
@@ -524,15 +527,7 @@ export class Vault {
     return this.page(
       deleted,
       (r) => r.name.toLowerCase(),
-      (r) => {
-        const v = this.latest(r);
-        return {
-          kid: `${base}/keys/${r.name}`,
-          attributes: this.attributes(v),
-          ...(v.tags === undefined ? {} : { tags: { ...v.tags } }),
-          ...this.deletedInfo(base, r),
-        };
-      },
+      (r) => ({ ...this.listItem(base, r), ...this.deletedInfo(base, r) }),
       { ...query, link: `${base}/deletedkeys` },
     );
   }

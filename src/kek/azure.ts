@@ -30,6 +30,7 @@ import {
 } from '@azure/keyvault-keys';
 import { MAX_KEY_ID_BYTES, MAX_WRAPPED_DEK_BYTES } from '../crypto/format';
 import { ErrorCode, isSealboxError, needs, SealboxError } from '../errors';
+import { untilAborted } from '../util/abort';
 import type { KekProvider, KeyStatus, WrapResult } from './provider';
 import {
   CallAbortedError,
@@ -566,25 +567,14 @@ function raceAbort<T>(promise: Promise<T>, signal: AbortSignal | undefined, what
   // The shared promise may outlive every waiter; its rejection is then nobody's to report.
   promise.catch(() => {});
   if (!signal) return promise;
-  const cancelled = () =>
-    new SealboxError(ErrorCode.CANCELLED, `the call was cancelled while waiting for Key Vault (${what})`, {
-      cause: signal.reason,
-    });
-  if (signal.aborted) return Promise.reject(cancelled());
-  return new Promise<T>((resolve, reject) => {
-    const onAbort = () => reject(cancelled());
-    signal.addEventListener('abort', onAbort, { once: true });
-    promise.then(
-      (value) => {
-        signal.removeEventListener('abort', onAbort);
-        resolve(value);
-      },
-      (err: unknown) => {
-        signal.removeEventListener('abort', onAbort);
-        reject(err);
-      },
-    );
-  });
+  return untilAborted(
+    promise,
+    signal,
+    (s) =>
+      new SealboxError(ErrorCode.CANCELLED, `the call was cancelled while waiting for Key Vault (${what})`, {
+        cause: s.reason,
+      }),
+  );
 }
 
 /** Where a vault error happened, for the message. */
@@ -666,7 +656,7 @@ export function mapVaultError(err: unknown, context: VaultCallContext): SealboxE
   const e = (typeof err === 'object' && err !== null ? err : {}) as SdkErrorLike;
   const name = typeof e.name === 'string' ? e.name : '';
   const status = statusOf(err);
-  const codes = errorCodes(e);
+  const codes = vaultErrorCodes(e);
   const detail = [status, ...codes].filter((x) => x !== undefined).join(' ');
   const permission = PERMISSION_BY_OPERATION[operation];
 
@@ -804,8 +794,10 @@ function statusOf(err: unknown): number | undefined {
 }
 
 /** The error's code, then Key Vault's error and inner-error codes, outermost first, deduplicated. */
-function errorCodes(e: SdkErrorLike): string[] {
+export function vaultErrorCodes(err: unknown): string[] {
   const codes: string[] = [];
+  if (typeof err !== 'object' || err === null) return codes;
+  const e = err as SdkErrorLike;
   const add = (code: unknown) => {
     if (typeof code === 'string' && code !== '' && !codes.includes(code)) codes.push(code.slice(0, 64));
   };
@@ -822,7 +814,7 @@ function errorCodes(e: SdkErrorLike): string[] {
 function describe(err: unknown): string {
   const e = (typeof err === 'object' && err !== null ? err : {}) as SdkErrorLike;
   const status = statusOf(err);
-  const parts = [status, ...errorCodes(e)].filter((x) => x !== undefined);
+  const parts = [status, ...vaultErrorCodes(e)].filter((x) => x !== undefined);
   if (parts.length > 0) return parts.join(' ');
   return typeof e.name === 'string' ? e.name : typeof err;
 }

@@ -82,7 +82,14 @@ async function prepareSocketPath(path: string): Promise<void> {
     if ((err as NodeJS.ErrnoException).code !== 'ENOENT') throw err;
   }
   if (!isSocket) return;
-  const alive = await new Promise<boolean>((resolve) => {
+  if (await socketAccepts(path))
+    throw new Error(`another process is listening on ${path}; stop it or choose another socket path`);
+  unlinkSync(path);
+}
+
+/** Whether a process accepts connections on the Unix socket at `path` now. */
+export function socketAccepts(path: string): Promise<boolean> {
+  return new Promise((resolve) => {
     const probe = connect(path);
     probe.once('connect', () => {
       probe.destroy();
@@ -90,7 +97,4 @@ async function prepareSocketPath(path: string): Promise<void> {
     });
     probe.once('error', () => resolve(false));
   });
-  if (alive)
-    throw new Error(`another process is listening on ${path}; stop it or choose another socket path`);
-  unlinkSync(path);
 }
