@@ -18,7 +18,12 @@ import { credentials } from '@grpc/grpc-js';
 import { loadApi } from '../src/api/proto';
 import { connectEnvelope, decrypt, encrypt, errorCode } from '../src/client/client';
 import { validateConfig } from '../src/config/config';
-import { devVaultClientOptions, startDevVault, staticTokenCredential } from '../src/devvault';
+import {
+  devVaultClientOptions,
+  sealboxKeyConfig,
+  startDevVault,
+  staticTokenCredential,
+} from '../src/devvault';
 import { createLogger } from '../src/log/logger';
 import { startSealbox } from '../src/main';
 import { median, table, writeResults } from './lib/report';
@@ -64,13 +69,7 @@ async function main(): Promise<void> {
       revocation: { pollIntervalMs: mode === 'poll' ? pollMs : 3_600_000 },
       webhook: { listen: { host: '127.0.0.1', port: 0 }, secret: SECRET },
       keys: {
-        pay: {
-          provider: 'azure',
-          vaultUrl: vault.url,
-          keyName,
-          credential: { kind: 'static-token', token: TOKEN },
-          caFile: vault.caFile,
-        },
+        pay: sealboxKeyConfig(vault, keyName, TOKEN),
       },
     });
     const sealbox = await startSealbox(config, createLogger('silent'));

@@ -163,7 +163,7 @@ function vaultPort(flags: Flags): number {
 
 async function dev(flags: Flags): Promise<number> {
   const dataDir = devDataDir(flags);
-  const { devVaultClientOptions, startDevVault, staticTokenCredential } = lazy.devvault();
+  const { devVaultClientOptions, sealboxKeyConfig, startDevVault, staticTokenCredential } = lazy.devvault();
   const { KeyClient } = lazy.keyvault();
   const vault = await startDevVault({ dataDir: join(dataDir, 'vault'), port: vaultPort(flags) });
   const token = vault.devToken!;
@@ -184,13 +184,7 @@ async function dev(flags: Flags): Promise<number> {
     dataDir,
     listen: { socket: join(dataDir, 'sealbox.sock'), adminSocket: join(dataDir, 'admin.sock') },
     keys: {
-      dev: {
-        provider: 'azure',
-        vaultUrl: vault.url,
-        keyName: DEV_KEY_NAME,
-        credential: { kind: 'static-token', token },
-        caFile: vault.caFile,
-      },
+      dev: sealboxKeyConfig(vault, DEV_KEY_NAME, token),
     },
   });
 }

@@ -9,6 +9,7 @@ import { request } from 'node:https';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import type { ConfigInput } from '../../src/config/config';
+import { sealboxKeyConfig } from '../../src/devvault/client-options';
 import type { DevVaultInfo } from '../dev-vault';
 import { BENCH_LIB_DIR, stopChild, trackChild, trackTempDir } from './proc';
 
@@ -144,13 +145,7 @@ export async function spawnDevVault(settings: DevVaultSettings = BENCH_VAULT): P
     },
     sealboxKeys(alias) {
       return {
-        [alias]: {
-          provider: 'azure',
-          vaultUrl: info.url,
-          keyName: info.keyName,
-          credential: { kind: 'static-token', token: info.sealboxToken },
-          caFile: info.caFile,
-        },
+        [alias]: sealboxKeyConfig(info, info.keyName, info.sealboxToken),
       };
     },
     stop,

@@ -21,6 +21,24 @@ import { isIP, type LookupFunction } from 'node:net';
 import type { AccessToken, TokenCredential } from '@azure/identity';
 import type { KeyClientOptions } from '@azure/keyvault-keys';
 
+/**
+ * A sealbox `keys.<alias>` entry for key `keyName` in a dev vault, authenticating with `token` (a
+ * static token: the dev vault's only credential) and trusting only the vault's CA.
+ */
+export function sealboxKeyConfig(
+  vault: { readonly url: string; readonly caFile: string },
+  keyName: string,
+  token: string,
+) {
+  return {
+    provider: 'azure' as const,
+    vaultUrl: vault.url,
+    keyName,
+    credential: { kind: 'static-token' as const, token },
+    caFile: vault.caFile,
+  };
+}
+
 /** What devVaultClientOptions needs from a DevVault. */
 export interface DevVaultEndpoint {
   readonly caPem: string;

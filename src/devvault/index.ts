@@ -37,7 +37,7 @@ import { loadOrCreateTls, VAULT_SUBDOMAIN } from './tls';
 import { Vault } from './vault';
 
 // Re-exports: everything callers need comes from this module.
-export { devVaultClientOptions, staticTokenCredential } from './client-options';
+export { devVaultClientOptions, sealboxKeyConfig, staticTokenCredential } from './client-options';
 export type { LatencySettings, ThrottleClass, ThrottleSettings } from './controls';
 export { AZURE_KEY_LIMITS_PER_10S } from './controls';
 export { DevVaultStoreError } from './store';

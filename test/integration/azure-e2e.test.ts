@@ -16,6 +16,7 @@ import { parseHeader } from '../../src/crypto/format';
 import {
   type DevVault,
   devVaultClientOptions,
+  sealboxKeyConfig,
   startDevVault,
   staticTokenCredential,
 } from '../../src/devvault';
@@ -37,11 +38,7 @@ function azureKeys(keyName: string, token = FULL, retry?: object, cache = false)
     cache: { enabled: cache },
     keys: {
       pay: {
-        provider: 'azure',
-        vaultUrl: vault.url,
-        keyName,
-        credential: { kind: 'static-token', token },
-        caFile: vault.caFile,
+        ...sealboxKeyConfig(vault, keyName, token),
         ...(retry ? { retry } : {}),
       },
     },

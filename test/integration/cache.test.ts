@@ -32,6 +32,7 @@ import { parseHeader } from '../../src/crypto/format';
 import {
   type DevVault,
   devVaultClientOptions,
+  sealboxKeyConfig,
   startDevVault,
   staticTokenCredential,
 } from '../../src/devvault';
@@ -77,11 +78,7 @@ function config(cache: CacheInput = {}, retry?: { maxAttempts: number }): Config
   return {
     keys: {
       [ALIAS]: {
-        provider: 'azure',
-        vaultUrl: vault.url,
-        keyName: KEY_NAME,
-        credential: { kind: 'static-token', token: TOKEN },
-        caFile: vault.caFile,
+        ...sealboxKeyConfig(vault, KEY_NAME, TOKEN),
         ...(retry ? { retry } : {}),
       },
     },

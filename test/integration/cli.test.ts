@@ -17,6 +17,7 @@ import { parse } from 'yaml';
 import {
   type DevVault,
   devVaultClientOptions,
+  sealboxKeyConfig,
   startDevVault,
   staticTokenCredential,
 } from '../../src/devvault';
@@ -74,11 +75,7 @@ describe('sealbox check against the dev vault', () => {
 
   /** One azure key entry on the dev vault. */
   const azureKey = (keyName: string, token = FULL, extra: object = {}) => ({
-    provider: 'azure',
-    vaultUrl: vault.url,
-    keyName,
-    credential: { kind: 'static-token', token },
-    caFile: vault.caFile,
+    ...sealboxKeyConfig(vault, keyName, token),
     retry: { maxAttempts: 1, timeoutMs: 5000 },
     ...extra,
   });

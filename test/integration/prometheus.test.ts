@@ -21,6 +21,7 @@ import { decrypt, encrypt, errorCode } from '../../src/client/client';
 import {
   type DevVault,
   devVaultClientOptions,
+  sealboxKeyConfig,
   startDevVault,
   staticTokenCredential,
 } from '../../src/devvault';
@@ -75,13 +76,7 @@ before(async () => {
   box = await startTestSealbox({
     listen: { adminSocket },
     keys: {
-      [ALIAS]: {
-        provider: 'azure',
-        vaultUrl: vault.url,
-        keyName: KEY_NAME,
-        credential: { kind: 'static-token', token: TOKEN },
-        caFile: vault.caFile,
-      },
+      [ALIAS]: sealboxKeyConfig(vault, KEY_NAME, TOKEN),
     },
     // Checks happen when the test asks (watcher.checkNow), not on a timer.
     revocation: { pollIntervalMs: 3_600_000 },

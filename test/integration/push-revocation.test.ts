@@ -16,6 +16,7 @@ import { decrypt, encrypt, errorCode } from '../../src/client/client';
 import {
   type DevVault,
   devVaultClientOptions,
+  sealboxKeyConfig,
   startDevVault,
   staticTokenCredential,
 } from '../../src/devvault';
@@ -59,13 +60,7 @@ async function withSealbox(
     listen: { adminSocket },
     webhook: { listen: { host: '127.0.0.1', port: 0 }, secret: SECRET, tls: webhookTls },
     keys: {
-      pay: {
-        provider: 'azure',
-        vaultUrl: vault.url,
-        keyName,
-        credential: { kind: 'static-token', token: TOKEN },
-        caFile: vault.caFile,
-      },
+      pay: sealboxKeyConfig(vault, keyName, TOKEN),
     },
   });
   const { Admin } = loadApi().sealbox.sealbox.v1;

@@ -19,6 +19,7 @@ import type { ConfigInput } from '../../src/config/config';
 import {
   type DevVault,
   devVaultClientOptions,
+  sealboxKeyConfig,
   startDevVault,
   staticTokenCredential,
 } from '../../src/devvault';
@@ -47,11 +48,7 @@ function config(keyName: string, extra: ConfigInput = {}): ConfigInput {
     revocation: { pollIntervalMs: 1000 },
     keys: {
       pay: {
-        provider: 'azure',
-        vaultUrl: vault.url,
-        keyName,
-        credential: { kind: 'static-token', token: TOKEN },
-        caFile: vault.caFile,
+        ...sealboxKeyConfig(vault, keyName, TOKEN),
         retry: { maxAttempts: 1, timeoutMs: 2000 },
       },
     },

@@ -26,6 +26,7 @@ import { parseHeader } from '../../src/crypto/format';
 import {
   type DevVault,
   devVaultClientOptions,
+  sealboxKeyConfig,
   startDevVault,
   staticTokenCredential,
 } from '../../src/devvault';
@@ -88,11 +89,7 @@ async function startRewrapSealbox(options: { registry?: boolean; retry?: object 
     shutdown: { graceMs: 2000 },
     keys: {
       [ALIAS]: {
-        provider: 'azure',
-        vaultUrl: vault.url,
-        keyName: KEY_NAME,
-        credential: { kind: 'static-token', token: TOKEN },
-        caFile: vault.caFile,
+        ...sealboxKeyConfig(vault, KEY_NAME, TOKEN),
         ...(options.retry ? { retry: options.retry } : {}),
       },
     },
