@@ -193,8 +193,8 @@ async function devLocal(flags: Flags): Promise<number> {
   const dataDir = devDataDir(flags);
   const keyFile = join(dataDir, 'dev-kek.json');
   if (!existsSync(keyFile)) {
-    const { createLocalKeyFile } = lazy.localKek();
-    createLocalKeyFile(keyFile, 'dev');
+    const { createLocalKeyFile, uniqueLocalKeyName } = lazy.localKek();
+    createLocalKeyFile(keyFile, uniqueLocalKeyName('dev'));
     process.stdout.write(`created a local development key in ${keyFile}\n`);
   }
   return serve(flags, {

@@ -44,18 +44,34 @@ export const ErrorCode = {
 
 export type ErrorCode = (typeof ErrorCode)[keyof typeof ErrorCode];
 
+/**
+ * What a failed KEK call says about the key version it named — the evidence the key-state model
+ * (cache/key-states.ts) decides from. docs/SECURITY.md, "Verdict classes":
+ * - authoritative: `disabled` (the vault says the version is disabled), `not-found` (404; revokes only a
+ *   version seen valid before — for any other it is a forged or mistyped id), `out-of-window` (before
+ *   nbf or after exp: no new wraps, unwraps still allowed, as Key Vault itself does);
+ * - refusal: `refused` (403 naming a missing permission, or key_ops without the operation): revokes
+ *   only once confirmed;
+ * - `outage`: no verdict at all (credential and token failures, 401, firewall 403s, 429, 5xx,
+ *   timeouts, cancellation, bugs): never revokes.
+ */
+export type Verdict = 'disabled' | 'not-found' | 'out-of-window' | 'refused' | 'outage';
+
 /** The one error type sealbox raises on purpose. */
 export class SealboxError extends Error {
   override readonly name = 'SealboxError';
   /** The key version a vault verdict was about (set by KEK providers; drives in-band revocation). */
   readonly keyId?: string;
+  /** What the failure says about `keyId` (set by KEK providers); absent means no verdict. */
+  readonly verdict?: Verdict;
   constructor(
     readonly code: ErrorCode,
     message: string,
-    options?: { cause?: unknown; keyId?: string },
+    options?: { cause?: unknown; keyId?: string; verdict?: Verdict },
   ) {
     super(message, options);
     if (options?.keyId !== undefined) this.keyId = options.keyId;
+    if (options?.verdict !== undefined) this.verdict = options.verdict;
   }
 }
 

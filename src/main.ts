@@ -6,13 +6,14 @@ import { readFileSync } from 'node:fs';
 import type { TokenCredential } from '@azure/identity';
 import { CachedDataKeys, type CacheStats } from './cache/cached-data-keys';
 import { UncachedDataKeys } from './cache/data-keys';
-import type { Config } from './config/config';
+import { KeyStates } from './cache/key-states';
+import { type Config, ConfigError } from './config/config';
 import { EnvelopeService } from './envelope/service';
 import { AuditedProvider } from './kek/audit';
 import { createAzureCredential, createAzureProvider, type VaultCallObserver } from './kek/azure';
 import { LocalKekProvider } from './kek/local';
 import type { KekProvider } from './kek/provider';
-import { KekRegistry } from './kek/registry';
+import { KekRegistry, KeyOwnershipError } from './kek/registry';
 import type { RetryEvent } from './kek/retry';
 import { KeyWatcher } from './kek/watcher';
 import { createLogger, type Logger } from './log/logger';
@@ -109,7 +110,12 @@ export function buildProviders(config: Config, observers: ProviderObservers = {}
     for (const [alias, provider] of byAlias)
       byAlias.set(alias, new AuditedProvider(provider, alias, observers.audit));
   }
-  return new KekRegistry(byAlias);
+  try {
+    return new KekRegistry(byAlias);
+  } catch (err) {
+    if (err instanceof KeyOwnershipError) throw new ConfigError(err.message);
+    throw err;
+  }
 }
 
 /** Starts sealbox from a validated config. */
@@ -126,23 +132,52 @@ export async function startSealbox(
       ? { audit: log, onVaultCall: metrics.vaultCall, onRetryEvent: metrics.retryEvent }
       : { audit: log },
   );
-  const cache = config.cache.enabled
-    ? new CachedDataKeys(registry, config.cache, {
+  // The key-state model (cache/key-states.ts) decides; the cache zeroes what it says, the watcher feeds it.
+  let cache: CachedDataKeys | undefined;
+  let watcher: KeyWatcher | undefined;
+  const states = new KeyStates(config.revocation, {
+    evict: (keyId, scope) => cache?.evict(keyId, scope),
+    onRevoke: (keyId, reason) => {
+      log.warn({ keyId, reason }, 'key version revoked: its cached DEKs were zeroed');
+      metrics?.keyRevoked(keyId, reason);
+    },
+    onRestore: (keyId) => {
+      log.info({ keyId }, 'key version serving again');
+      metrics?.keyRestored(keyId);
+    },
+    onSuspect: (keyId, confirmAt) => {
+      log.warn(
+        { keyId, confirmAt: new Date(confirmAt).toISOString() },
+        'the vault refused a permission; revoking only if a confirming check at the end of the window is refused too',
+      );
+      watcher?.confirmLater(confirmAt);
+    },
+  });
+  if (config.cache.enabled) {
+    cache = new CachedDataKeys(
+      registry,
+      config.cache,
+      {
         ...hooks,
         onRefreshError: (alias, err) => log.warn({ alias, err }, 'background DEK refresh failed; will retry'),
-        onRevoke: (keyId, reason) => {
-          log.warn({ keyId, reason }, 'key version revoked');
-          metrics?.keyRevoked(keyId, reason);
-        },
-        onRestore: (keyId) => {
-          log.info({ keyId }, 'key version restored');
-          metrics?.keyRestored(keyId);
-        },
         ...(metrics ? { onEvictKey: metrics.keyEvictedByAdmin } : {}),
-      })
-    : undefined;
-  // Without a cache every operation asks the vault, which enforces key state itself.
-  const watcher = cache ? new KeyWatcher(registry, cache, config.revocation, log) : undefined;
+      },
+      states,
+    );
+    // Without a cache every operation asks the vault, which enforces key state itself.
+    watcher = new KeyWatcher(
+      registry,
+      cache,
+      states,
+      {
+        pollIntervalMs: config.revocation.pollIntervalMs,
+        maxChecksPerSecond: config.revocation.maxChecksPerSecond,
+        maxConcurrentChecks: config.revocation.maxConcurrentChecks,
+        ...(metrics ? { onRequest: metrics.watcherRequest } : {}),
+      },
+      log,
+    );
+  }
   const pool = new ChunkPool({
     ...config.pool,
     onWorkerError: (err) => log.error({ err }, 'worker thread failed'),
@@ -160,7 +195,14 @@ export async function startSealbox(
   try {
     server = await startServer(
       config,
-      { service, budget, limits: config.stream, access, log },
+      {
+        service,
+        budget,
+        limits: config.stream,
+        access,
+        log,
+        unaryQueueBytes: config.envelope.unaryQueueBytes,
+      },
       log,
       metrics ? [metricsInterceptor(metrics)] : [],
       adminDeps,
@@ -174,6 +216,9 @@ export async function startSealbox(
     // Readiness from the watcher's last results: each key alias is its own health service
     // ("sealbox.key.<alias>"); the server as a whole serves while any alias's current version does.
     const health = server.health;
+    // Every alias has its health name from the start: serving until the first check (running now)
+    // says otherwise — an unknown state is not a refusal.
+    for (const alias of registry.aliases()) health.setStatus(`sealbox.key.${alias}`, 'SERVING');
     watcher.onChecked(() => {
       let anyServing = false;
       for (const [alias, check] of watcher.currentStates()) {
@@ -207,7 +252,12 @@ export async function startSealbox(
           return undefined;
         }
       },
-      ...(watcher ? { keyStates: () => watcher.currentStates() } : {}),
+      ...(watcher
+        ? {
+            keyStates: () => watcher.currentStates(),
+            keyVersions: () => ({ watched: watcher.watchedCount(), unknown: states.sizes.unknown }),
+          }
+        : {}),
       ready,
     });
   }
@@ -233,7 +283,7 @@ export async function startSealbox(
     if (config.webhook.listen) {
       webhook = await startWebhookServer(
         config.webhook.listen,
-        config.webhook.secret ?? readFileSync(config.webhook.secretFile!, 'utf8').trim(),
+        config.webhook.secret ?? readWebhookSecret(config.webhook.secretFile!),
         watcher ?? { checkNow: async () => {} },
         log,
         config.webhook.tls ?? undefined,
@@ -285,6 +335,26 @@ export async function startSealbox(
       return closing;
     },
   };
+}
+
+/**
+ * The webhook secret from its file, held to the inline secret's rule (at least 16 characters): an
+ * empty file would otherwise authenticate every caller (`?secret=` matches an empty secret).
+ */
+export function readWebhookSecret(path: string): string {
+  let secret: string;
+  try {
+    secret = readFileSync(path, 'utf8').trim();
+  } catch (err) {
+    throw new ConfigError(`webhook.secretFile: cannot read ${path}: ${(err as Error).message}`);
+  }
+  if (secret.length < 16) {
+    throw new ConfigError(
+      `webhook.secretFile ${path} holds ${secret.length === 0 ? 'no secret' : `a secret of ${secret.length} characters`}; ` +
+        'it must hold at least 16 (e.g. openssl rand -hex 24 > FILE)',
+    );
+  }
+  return secret;
 }
 
 /** Closes sealbox on SIGTERM/SIGINT and exits 0 once drained (1 if draining failed). */

@@ -16,10 +16,16 @@
  *
  * Zeroization — every DEK lives in one buffer owned here; it is zero-filled on retirement, eviction,
  * expiry, flush and close (lru-cache `dispose`). Only per-message derived keys leave this module.
+ *
+ * Key state — every use asks the key-state model (key-states.ts) first, every vault answer is reported
+ * to it, and it tells this cache what to evict. A vault call that returns after its version was revoked
+ * stores nothing: the DEK is zeroed and the call fails (the revoke-race check in wrapNew / unwrapInto).
+ * Decrypt entries are keyed by (key id, wrap algorithm, SHA-256 of the wrapped DEK): a header that names
+ * another algorithm over the same wrapped bytes misses and goes to the provider, which refuses it.
  * (A garbage-collected runtime may have copied bytes elsewhere; docs/SECURITY.md says what this does
  * and does not guarantee.)
  */
-import { createHash, randomBytes } from 'node:crypto';
+import { createHash, randomFillSync } from 'node:crypto';
 import { LRUCache } from 'lru-cache';
 import type { Header } from '../crypto/format';
 import { deriveMessageKeys, type MessageKeys } from '../crypto/kdf';
@@ -30,6 +36,7 @@ import type { KekRegistry } from '../kek/registry';
 import { untilAborted } from '../util/abort';
 import { ByteBudget } from '../util/budget';
 import { type DataKeySource, DEK_BYTES, type EncryptKeys } from './data-keys';
+import { type KeyOperationName, KeyStates, type KeyUse } from './key-states';
 
 export interface CacheOptions {
   readonly maxConcurrentVaultCalls: number;
@@ -47,9 +54,6 @@ export interface CacheOptions {
 export interface CacheHooks {
   /** Called with every buffer the cache stores a DEK in (tests check they end up zeroed). */
   readonly trackDek?: (buffer: Buffer) => void;
-  /** Told when a key version starts or stops being refused (logs, metrics). */
-  readonly onRevoke?: (keyId: string, reason: string) => void;
-  readonly onRestore?: (keyId: string) => void;
   /** Told when evictKey() drops a key version's DEKs on an operator's request (metrics). */
   readonly onEvictKey?: (keyId: string) => void;
   /** Told about background refresh failures (logged by the caller). */
@@ -106,8 +110,6 @@ export class CachedDataKeys implements DataKeySource {
   private vaultInFlight = 0;
   /** After close(), DEKs arriving from vault calls still in flight are zeroed, never stored. */
   private closed = false;
-  /** Key versions refused right now, with the reason (from the key watcher or an in-band vault error). */
-  private readonly revoked = new Map<string, string>();
   /** The eviction reason to count while revoke() deletes entries. */
   private deleting: string | undefined;
   private readonly counters = {
@@ -119,11 +121,21 @@ export class CachedDataKeys implements DataKeySource {
     maxInFlight: 0,
   };
 
+  /**
+   * `states` decides key state; without one the cache makes its own (unit tests). Either way its
+   * evict hook must reach this cache: main.ts passes `(keyId, scope) => cache.evict(keyId, scope)`.
+   */
+  readonly states: KeyStates;
+
   constructor(
     private readonly registry: KekRegistry,
     private readonly options: CacheOptions,
     private readonly hooks: CacheHooks = {},
+    states?: KeyStates,
   ) {
+    this.states =
+      states ??
+      new KeyStates(undefined, { evict: (keyId, scope) => this.evict(keyId, scope), now: hooks.now });
     this.now = hooks.now ?? Date.now;
     this.vaultSlots = new ByteBudget(options.maxConcurrentVaultCalls);
     this.decrypted = new LRUCache<string, Buffer>({
@@ -148,7 +160,7 @@ export class CachedDataKeys implements DataKeySource {
       this.counters.blockingMisses++;
       // Loop: while we waited, the replacement may already have been used up (or flushed) by others.
       while (!active) {
-        const fresh = await this.inBand(this.replacement(alias, state, signal));
+        const fresh = await this.replacement(alias, state, signal);
         if (this.closed) {
           this.drop(fresh, 'flush');
           throw new SealboxError(ErrorCode.CANCELLED, 'sealbox is shutting down');
@@ -161,7 +173,7 @@ export class CachedDataKeys implements DataKeySource {
         active = this.usable(state);
       }
     }
-    this.check(active.wrapped.keyId);
+    this.check(active.wrapped.keyId, 'encrypt');
     // Synchronously after the budget check, so concurrent callers can never overrun maxMessages.
     active.messages++;
     this.maybeRefresh(alias, state, active);
@@ -178,8 +190,9 @@ export class CachedDataKeys implements DataKeySource {
   }
 
   async forDecrypt(header: Header, signal?: AbortSignal): Promise<MessageKeys> {
-    this.check(header.keyId);
-    const key = `${header.keyId}\n${createHash('sha256').update(header.wrappedDek).digest('hex')}`;
+    this.check(header.keyId, 'decrypt');
+    const digest = createHash('sha256').update(header.wrappedDek).digest('hex');
+    const key = `${header.keyId}\n${header.wrapAlgorithm}\n${digest}`;
     const cached = this.decrypted.get(key);
     if (cached) {
       this.counters.hits.decrypt++;
@@ -193,7 +206,10 @@ export class CachedDataKeys implements DataKeySource {
     } else {
       // The flight takes no caller's signal: it is shared, and one caller giving up must not fail the
       // others. Each caller bounds its own wait below.
-      const started: Flight = { promise: this.inBand(this.unwrapInto(key, header)), waiters: 0 };
+      const started: Flight = {
+        promise: this.inBand(this.unwrapInto(key, header), header.keyId, 'unwrapKey'),
+        waiters: 0,
+      };
       flight = started;
       this.flights.set(key, started);
       // Registered before any waiter's continuation, so the flight leaves the map before its waiters
@@ -220,14 +236,13 @@ export class CachedDataKeys implements DataKeySource {
   }
 
   /**
-   * Refuses a key version from now on and evicts (and zeroes) every DEK under it, on both sides.
-   * Precondition for resuming: restore(keyId) after a good check.
+   * Evicts (and zeroes) the DEKs under `keyId`: all of them, or only those sealing new messages (a
+   * version outside its validity dates still decrypts). The key-state model calls this when it
+   * refuses a version; the refusal itself lives there.
    */
-  revoke(keyId: string, reason: string): void {
-    const first = !this.revoked.has(keyId);
-    this.revoked.set(keyId, reason);
-    this.evictDeks(keyId);
-    if (first) this.hooks.onRevoke?.(keyId, reason);
+  evict(keyId: string, scope: 'all' | 'encrypt'): void {
+    if (scope === 'all') this.evictDeks(keyId);
+    else this.evictEncrypt(keyId);
   }
 
   /** Evicts (and zeroes) every DEK under `keyId` without refusing it (admin RevokeKey, before a re-check). */
@@ -238,13 +253,7 @@ export class CachedDataKeys implements DataKeySource {
 
   /** Drops (and zeroes) every DEK under `keyId`, both sides, counted as evictions for "revoked". */
   private evictDeks(keyId: string): void {
-    for (const state of this.aliases.values()) {
-      if (state.active?.wrapped.keyId === keyId) this.retire(state, state.active, 'revoked');
-      if (state.next?.wrapped.keyId === keyId) {
-        this.drop(state.next, 'revoked');
-        state.next = undefined;
-      }
-    }
+    this.evictEncrypt(keyId);
     this.deleting = 'revoked';
     try {
       for (const key of [...this.decrypted.keys()])
@@ -254,9 +263,20 @@ export class CachedDataKeys implements DataKeySource {
     }
   }
 
-  /** Per key version: cached DEK counts and, if refused, why. */
-  describe(): Map<string, { encrypt: number; decrypt: number; refused?: string }> {
-    const out = new Map<string, { encrypt: number; decrypt: number; refused?: string }>();
+  /** Drops (and zeroes) the encrypt-side DEKs under `keyId`. */
+  private evictEncrypt(keyId: string): void {
+    for (const state of this.aliases.values()) {
+      if (state.active?.wrapped.keyId === keyId) this.retire(state, state.active, 'revoked');
+      if (state.next?.wrapped.keyId === keyId) {
+        this.drop(state.next, 'revoked');
+        state.next = undefined;
+      }
+    }
+  }
+
+  /** Per key version: cached DEK counts. */
+  describe(): Map<string, { encrypt: number; decrypt: number }> {
+    const out = new Map<string, { encrypt: number; decrypt: number }>();
     const entry = (keyId: string) => {
       let e = out.get(keyId);
       if (!e) {
@@ -270,29 +290,21 @@ export class CachedDataKeys implements DataKeySource {
         if (dek && !dek.retired) entry(dek.wrapped.keyId).encrypt++;
     }
     for (const key of this.decrypted.keys()) entry(key.slice(0, key.indexOf('\n'))).decrypt++;
-    for (const [keyId, reason] of this.revoked) entry(keyId).refused = reason;
     return out;
   }
 
-  /** Serves a key version again (the watcher saw it enabled and in date). */
-  restore(keyId: string): void {
-    if (this.revoked.delete(keyId)) this.hooks.onRestore?.(keyId);
+  /**
+   * Throws KEY_DISABLED when `keyId` may not be used for `use` (the key-state model decides), or
+   * KEY_NOT_FOUND for a version the vault recently said does not exist; sessions call it before every
+   * segment, so streams in flight stop promptly.
+   */
+  check(keyId: string, use: KeyUse = 'decrypt'): void {
+    this.states.check(keyId, use);
   }
 
-  /** Throws KEY_DISABLED when `keyId` is revoked; sessions call it before every segment. */
-  check(keyId: string): void {
-    const reason = this.revoked.get(keyId);
-    if (reason !== undefined) {
-      throw new SealboxError(
-        ErrorCode.KEY_DISABLED,
-        `key version ${keyId} is refused: ${reason}; sealbox resumes on the next good check after it is enabled again`,
-      );
-    }
-  }
-
-  /** Versions in use: those of cached DEKs and those currently refused (so a re-enable is noticed). */
+  /** Versions with cached DEKs (the watcher adds the refused and suspected ones from the key states). */
   keyIdsInUse(): Set<string> {
-    const ids = new Set<string>(this.revoked.keys());
+    const ids = new Set<string>();
     for (const state of this.aliases.values()) {
       if (state.active && !state.active.retired) ids.add(state.active.wrapped.keyId);
       if (state.next && !state.next.retired) ids.add(state.next.wrapped.keyId);
@@ -310,20 +322,14 @@ export class CachedDataKeys implements DataKeySource {
   }
 
   /**
-   * In-band revocation: a vault verdict about a key (disabled, deleted, forbidden) on any wrap or
-   * unwrap revokes that version at once, without waiting for the watcher.
+   * In-band evidence: every vault answer on a wrap or unwrap goes to the key-state model, which may
+   * revoke the version at once (disabled, deleted), after confirmation (a permission refusal) or never
+   * (an outage).
    */
-  private inBand<T>(call: Promise<T>): Promise<T> {
+  private inBand<T>(call: Promise<T>, keyId: string | undefined, operation: KeyOperationName): Promise<T> {
     return call.catch((err: unknown) => {
-      if (
-        err instanceof SealboxError &&
-        (err.code === ErrorCode.KEY_DISABLED ||
-          err.code === ErrorCode.KEY_NOT_FOUND ||
-          err.code === ErrorCode.PERMISSION_DENIED) &&
-        err.keyId !== undefined
-      ) {
-        this.revoke(err.keyId, `the vault refused it (${err.code})`);
-      }
+      const about = (err instanceof SealboxError ? err.keyId : undefined) ?? keyId;
+      if (about !== undefined) this.states.failed(about, err, operation);
       throw err;
     });
   }
@@ -461,12 +467,20 @@ export class CachedDataKeys implements DataKeySource {
 
   private async wrapNew(alias: string): Promise<ActiveDek> {
     const provider = this.registry.forAlias(alias);
-    const dek = Buffer.allocUnsafeSlow(DEK_BYTES);
-    randomBytes(DEK_BYTES).copy(dek);
+    // Filled in place: no temporary copy of the DEK exists anywhere else.
+    const dek = randomFillSync(Buffer.allocUnsafeSlow(DEK_BYTES));
     this.hooks.trackDek?.(dek);
     try {
       // No caller signal: the wrap is shared, and one caller giving up must not fail the others.
-      const result = await this.vaultCall(() => provider.wrap(dek));
+      const result = await this.inBand(
+        this.vaultCall(() => provider.wrap(dek)),
+        undefined,
+        'wrapKey',
+      );
+      this.states.succeeded(result.keyId, 'wrapKey');
+      // Revoke race: the version may have been refused while the wrap was in flight; never keep a DEK
+      // under it (the finally below zeroes it).
+      this.states.check(result.keyId, 'encrypt');
       return {
         dek,
         wrapped: { keyId: result.keyId, wrapAlgorithm: result.algorithm, wrappedDek: result.wrapped },
@@ -491,6 +505,12 @@ export class CachedDataKeys implements DataKeySource {
     );
     try {
       if (this.closed) throw new SealboxError(ErrorCode.CANCELLED, 'sealbox is shutting down');
+      this.states.succeeded(header.keyId, 'unwrapKey', {
+        algorithm: header.wrapAlgorithm,
+        wrapped: header.wrappedDek,
+      });
+      // Revoke race: a revocation that landed while the unwrap was in flight wins; nothing is stored.
+      this.states.check(header.keyId, 'decrypt');
       if (unwrapped.length !== DEK_BYTES) {
         throw new SealboxError(
           ErrorCode.CIPHERTEXT_CORRUPT,

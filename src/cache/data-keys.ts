@@ -32,7 +32,7 @@ export interface DataKeySource {
    * every segment, so streams in flight stop promptly. Optional: without a cache every operation asks
    * the vault anyway.
    */
-  check?(keyId: string): void;
+  check?(keyId: string, use: 'encrypt' | 'decrypt'): void;
 }
 
 /** One fresh DEK and one wrap call per encrypted message; one unwrap call per decrypted message. */

@@ -5,7 +5,7 @@
  */
 import { readFileSync } from 'node:fs';
 import { availableParallelism } from 'node:os';
-import { extname } from 'node:path';
+import { extname, resolve } from 'node:path';
 import { parse as parseYaml } from 'yaml';
 import { z } from 'zod';
 
@@ -222,6 +222,13 @@ export const configSchema = z
       .object({
         defaultChunkSize: size(4 * KiB, 4 * MiB).default(64 * KiB),
         unaryMaxBytes: size(1, 64 * MiB).default(4 * MiB),
+        /**
+         * Bytes of unary requests allowed to wait for the in-flight budget (stream.maxInFlightBytes);
+         * beyond it a unary call is refused at once with RESOURCE_EXHAUSTED (OVERLOADED) so its
+         * already-decoded request is freed, not held. Memory for unary calls is bounded by
+         * maxInFlightBytes + this.
+         */
+        unaryQueueBytes: size(0, 4096 * MiB).default(32 * MiB),
         /** Target plaintext bytes per pool task. */
         batchBytes: size(4 * KiB, 16 * MiB).default(1 * MiB),
       })
@@ -314,6 +321,13 @@ export const configSchema = z
         message: 'webhook.listen needs webhook.secret or webhook.secretFile',
         path: ['secret'],
       })
+      .refine((w) => w.listen === null || w.tls !== null || isLoopback(w.listen.host), {
+        message:
+          'webhook.listen.host is not a loopback address, so webhook.tls is required: the shared secret would ' +
+          'cross the network in cleartext — set webhook.tls.certFile and keyFile (Event Grid delivers only to ' +
+          'https:// endpoints anyway), or keep the webhook on loopback behind a TLS terminator',
+        path: ['tls'],
+      })
       .prefault({}),
     /**
      * Prometheus metrics and HTTP probes: one plain-HTTP listener serving /metrics, /healthz (the process
@@ -322,10 +336,35 @@ export const configSchema = z
      * host is given; set host 0.0.0.0 for a scrape from outside the pod), flag --metrics or SEALBOX_METRICS.
      */
     metrics: z.object({ listen: tcpListener.nullable().default(null) }).prefault({}),
+    /** The key watcher and the key-state model (docs/SECURITY.md "Key state", docs/operations.md "Fleet budget"). */
     revocation: z
       .object({
-        /** How often the key watcher checks every key version in use (jittered ±10 %). */
+        /** How often the key watcher reads the versions that matter (jittered ±10 %); it also reads them once at start. */
         pollIntervalMs: size(1000, 24 * 3600_000).default(30_000),
+        /**
+         * A 403 naming a missing permission revokes only if the same operation is still refused this long
+         * after the first refusal (a confirming check runs then), with no success in between: Azure sends
+         * transient 403s while access policies and RBAC assignments propagate.
+         */
+        refusalConfirmMs: size(0, 3600_000).default(60_000),
+        /** Vault requests per second the key watcher makes at most (polls and confirming checks). */
+        maxChecksPerSecond: z.number().positive().max(10_000).default(5),
+        /** Vault requests the key watcher has in flight at most. */
+        maxConcurrentChecks: size(1, 256).default(4),
+        /** Key versions whose state is tracked at most (only versions the vault vouched for are tracked). */
+        maxTrackedVersions: size(16, 1_000_000).default(4096),
+        /** Versions the vault said do not exist: answered KEY_NOT_FOUND without another vault call. */
+        unknownVersions: z
+          .object({
+            maxEntries: size(1, 1_000_000).default(4096),
+            ttlMs: size(1000, 24 * 3600_000).default(60_000),
+          })
+          .prefault({}),
+        /**
+         * Also refuse decryption under a version outside its nbf/exp window. Key Vault allows unwrap
+         * outside the window so data stays recoverable; sealbox does the same unless this is true.
+         */
+        refuseDecryptOutsideValidity: z.boolean().default(false),
       })
       .prefault({}),
     pool: z
@@ -350,6 +389,27 @@ export const configSchema = z
     shutdown: z.object({ graceMs: size(0, 600_000).default(15_000) }).prefault({}),
   })
   .superRefine((config, ctx) => {
+    // One owner per key id: two aliases naming one key would both own its key ids, and a grant on
+    // one alias would decrypt the other's data. (Two local files with the same "name" inside are
+    // caught when the files are read, kek/registry.ts.)
+    const keyOwner = new Map<string, string>();
+    for (const [alias, key] of Object.entries(config.keys)) {
+      const ref =
+        key.provider === 'azure'
+          ? `azure ${new URL(key.vaultUrl).host}/keys/${key.keyName.toLowerCase()}`
+          : `local file ${resolve(key.file)}`;
+      const owner = keyOwner.get(ref);
+      if (owner !== undefined) {
+        ctx.addIssue({
+          code: 'custom',
+          path: ['keys', alias],
+          message:
+            `keys.${owner} and keys.${alias} name the same key (${ref}); each key may have one alias, or a ` +
+            'grant on one alias would reach the data of the other',
+        });
+      }
+      keyOwner.set(ref, alias);
+    }
     const access = config.access;
     if (!access) return;
     const peerOwner = new Map<string, string>();

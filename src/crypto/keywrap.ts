@@ -32,9 +32,21 @@ export function aesKeyWrap(kek: Uint8Array, keyData: Uint8Array): Buffer {
 export function aesKeyUnwrap(kek: Uint8Array, wrapped: Uint8Array): Buffer | undefined {
   if (wrapped.length < 24 || wrapped.length % 8 !== 0) return undefined;
   const decipher = createDecipheriv(cipherName(kek), kek, DEFAULT_IV);
+  let head: Buffer | undefined;
+  let tail: Buffer | undefined;
   try {
-    return Buffer.concat([decipher.update(wrapped), decipher.final()]);
+    head = decipher.update(wrapped);
+    tail = decipher.final();
+    // One buffer of its own (not a slice of Node's shared pool) that the caller zeroes.
+    const out = Buffer.allocUnsafeSlow(head.length + tail.length);
+    head.copy(out, 0);
+    tail.copy(out, head.length);
+    return out;
   } catch {
     return undefined;
+  } finally {
+    /* Postcondition: no temporary copy of the key data outlives this call. */
+    head?.fill(0);
+    tail?.fill(0);
   }
 }

@@ -174,7 +174,7 @@ export class RewrapSession {
 
     // A version the cache has revoked (key watcher, or a vault verdict seen in-band) is refused here
     // too, before the vault is asked; the unchanged path gets the same check inside forDecrypt.
-    this.dataKeys.check?.(header.keyId);
+    this.dataKeys.check?.(header.keyId, 'decrypt');
     const { dek, shared } = await this.dekFor(source, header);
     const keys = deriveMessageKeys(dek, header.messageId);
     try {
@@ -183,7 +183,7 @@ export class RewrapSession {
       checkExpectedContext(header.context, item.expectedContext);
       const wrapped = await this.wrap(target, dek, shared);
       this.throwIfDisposed();
-      this.dataKeys.check?.(wrapped.keyId);
+      this.dataKeys.check?.(wrapped.keyId, 'encrypt');
       return {
         header: rewrapHeader(header, keys, {
           keyId: wrapped.keyId,

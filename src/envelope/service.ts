@@ -98,12 +98,7 @@ export class EnvelopeService {
     signal?: AbortSignal,
     access: KeyAccess = ALLOW_ALL,
   ): Promise<{ ciphertext: Buffer; keyId: string }> {
-    if (plaintext.length > this.options.unaryMaxBytes) {
-      throw new SealboxError(
-        ErrorCode.LIMIT_EXCEEDED,
-        `plaintext of ${plaintext.length} bytes exceeds the unary limit of ${this.options.unaryMaxBytes} bytes; use EncryptStream for large data`,
-      );
-    }
+    this.checkUnarySize('plaintext', plaintext.length);
     const session = await this.beginEncrypt(alias, context, 0, signal, access);
     try {
       const segments = [...session.push(plaintext), session.finish()];
@@ -121,12 +116,7 @@ export class EnvelopeService {
     signal?: AbortSignal,
     access: KeyAccess = ALLOW_ALL,
   ): Promise<{ plaintext: Buffer; info: MessageInfo }> {
-    if (ciphertext.length > this.options.unaryMaxBytes + this.unaryOverheadAllowance()) {
-      throw new SealboxError(
-        ErrorCode.LIMIT_EXCEEDED,
-        `ciphertext of ${ciphertext.length} bytes exceeds the unary limit; use DecryptStream for large data`,
-      );
-    }
+    this.checkUnarySize('ciphertext', ciphertext.length);
     const session = this.beginDecrypt(expectedContext, signal, access);
     try {
       const { info, segments } = await session.push(ciphertext);
@@ -136,6 +126,24 @@ export class EnvelopeService {
       return { plaintext: Buffer.concat(parts), info: info ?? session.info! };
     } finally {
       session.dispose();
+    }
+  }
+
+  /**
+   * Throws LIMIT_EXCEEDED when a unary Encrypt's plaintext or Decrypt's ciphertext is over the unary
+   * limit. The server asks this before admitting the call, so an oversized request never waits.
+   */
+  checkUnarySize(kind: 'plaintext' | 'ciphertext', bytes: number): void {
+    const limit =
+      kind === 'plaintext'
+        ? this.options.unaryMaxBytes
+        : this.options.unaryMaxBytes + this.unaryOverheadAllowance();
+    if (bytes > limit) {
+      throw new SealboxError(
+        ErrorCode.LIMIT_EXCEEDED,
+        `${kind} of ${bytes} bytes exceeds the unary limit of ${limit} bytes (envelope.unaryMaxBytes); use ` +
+          `${kind === 'plaintext' ? 'EncryptStream' : 'DecryptStream'} for large data`,
+      );
     }
   }
 
@@ -171,7 +179,7 @@ export class EnvelopeService {
         { keyId: wrapped.keyId, context: { ...context } },
         new PlaintextFramer(size, this.chunksPerSegment(size), this.mustOwn),
         account,
-        () => this.keys.check?.(wrapped.keyId),
+        () => this.keys.check?.(wrapped.keyId, 'encrypt'),
       );
     } catch (err) {
       zeroMessageKeys(keys);
@@ -319,7 +327,7 @@ export class DecryptSession {
     const header = this.header;
     const keys = this.keys;
     if (!header || !keys) throw new Error('open before the header was verified');
-    this.dataKeys.check?.(header.keyId);
+    this.dataKeys.check?.(header.keyId, 'decrypt');
     const result = await this.pool.open(
       {
         key: keys.encryptionKey,

@@ -36,7 +36,7 @@ export function setAuditIdentity(identity: string): void {
 /** Wraps a provider so each operation is logged once, after it completes. */
 export class AuditedProvider implements KekProvider {
   readonly kind: string;
-  readonly refreshCurrentVersion?: (signal?: AbortSignal) => Promise<KeyStatus>;
+  readonly keyRef: string;
 
   constructor(
     private readonly inner: KekProvider,
@@ -44,16 +44,16 @@ export class AuditedProvider implements KekProvider {
     private readonly log: Logger,
   ) {
     this.kind = inner.kind;
-    if (inner.refreshCurrentVersion) {
-      const refresh = inner.refreshCurrentVersion.bind(inner);
-      this.refreshCurrentVersion = (signal) =>
-        this.audited(
-          'getLatest',
-          undefined,
-          () => refresh(signal),
-          (s) => s.keyId,
-        );
-    }
+    this.keyRef = inner.keyRef;
+  }
+
+  refreshCurrentVersion(signal?: AbortSignal): Promise<KeyStatus> {
+    return this.audited(
+      'getLatest',
+      undefined,
+      () => this.inner.refreshCurrentVersion(signal),
+      (s) => s.keyId,
+    );
   }
 
   wrap(dek: Uint8Array, signal?: AbortSignal): Promise<WrapResult> {

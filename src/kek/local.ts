@@ -34,6 +34,15 @@ const fileSchema = z.object({
 
 export type LocalKeyFile = z.infer<typeof fileSchema>;
 
+/**
+ * A fresh key name, `{prefix}-{12 hex}`. Key ids embed the name (`local:{name}/{version}`), so two
+ * generated files never claim the same key ids — if both were configured, one alias would own the
+ * other's data (kek/registry.ts refuses that, but unique names keep it from arising).
+ */
+export function uniqueLocalKeyName(prefix: string): string {
+  return `${prefix}-${randomBytes(6).toString('hex')}`;
+}
+
 /** Creates a new local key file with one fresh version; refuses to overwrite an existing file. */
 export function createLocalKeyFile(path: string, name: string): void {
   const body: LocalKeyFile = {
@@ -81,12 +90,15 @@ interface Version {
 
 export class LocalKekProvider implements KekProvider {
   readonly kind = 'local';
+  /** `local:{name}`: the name in the file, which every key id of this key starts with. */
+  readonly keyRef: string;
   private readonly versions = new Map<string, Version>();
   private readonly current: Version;
   private readonly prefix: string;
 
   constructor(file: LocalKeyFile) {
-    this.prefix = `local:${file.name}/`;
+    this.keyRef = `local:${file.name}`;
+    this.prefix = `${this.keyRef}/`;
     let current: Version | undefined;
     for (const v of file.versions) {
       const version = {
@@ -119,10 +131,11 @@ export class LocalKekProvider implements KekProvider {
 
   async unwrap(keyId: string, algorithm: string, wrapped: Uint8Array): Promise<Buffer> {
     const version = this.usable(keyId);
+    // The header's algorithm is honoured, as Azure's provider does: a local key unwraps A256KW only.
     if (algorithm !== LOCAL_WRAP_ALGORITHM) {
       throw new SealboxError(
         ErrorCode.CIPHERTEXT_MALFORMED,
-        `key ${keyId} wraps with ${LOCAL_WRAP_ALGORITHM}, but the header says ${algorithm}`,
+        `key ${keyId} wraps with ${LOCAL_WRAP_ALGORITHM}, but the header says ${algorithm.slice(0, 32)}`,
       );
     }
     const dek = aesKeyUnwrap(version.key, wrapped);
@@ -141,6 +154,11 @@ export class LocalKekProvider implements KekProvider {
     return { keyId, enabled: version.enabled, latestKeyId: this.current.keyId };
   }
 
+  /** The version that wraps new DEKs (the file is read once, at start: no I/O here). */
+  async refreshCurrentVersion(): Promise<KeyStatus> {
+    return this.status(this.current.keyId);
+  }
+
   async close(): Promise<void> {
     for (const v of this.versions.values()) v.key.fill(0);
   }
@@ -152,6 +170,7 @@ export class LocalKekProvider implements KekProvider {
       throw new SealboxError(
         ErrorCode.KEY_DISABLED,
         `key ${keyId} is disabled; enable the version to decrypt its data`,
+        { keyId, verdict: 'disabled' },
       );
     }
     return version;
@@ -159,5 +178,9 @@ export class LocalKekProvider implements KekProvider {
 }
 
 function notFound(keyId: string): SealboxError {
-  return new SealboxError(ErrorCode.KEY_NOT_FOUND, `key version ${keyId} is not in the local key file`);
+  return new SealboxError(
+    ErrorCode.KEY_NOT_FOUND,
+    `key version ${keyId.slice(0, 256)} is not in the local key file`,
+    { keyId, verdict: 'not-found' },
+  );
 }

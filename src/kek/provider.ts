@@ -25,17 +25,28 @@ export interface KeyStatus {
 export interface KekProvider {
   /** What kind of provider this is (for logs and metrics): "local", "azure". */
   readonly kind: string;
+  /**
+   * Which key this provider serves, e.g. `azure:myvault.vault.azure.net/keys/kek` or `local:dev`: every
+   * key id it `owns` belongs to this one key. Two aliases may not share it, so each key id has exactly
+   * one owning alias (kek/registry.ts).
+   */
+  readonly keyRef: string;
   /** Wraps `dek` under the key's current version. */
   wrap(dek: Uint8Array, signal?: AbortSignal): Promise<WrapResult>;
-  /** Unwraps a DEK that this provider's key wrapped. The caller owns (and zeroes) the result. */
+  /**
+   * Unwraps a DEK that this provider's key wrapped, with the algorithm the header names (a mismatch
+   * with the key is CIPHERTEXT_MALFORMED). The caller owns (and zeroes) the result. Failures carry the
+   * key id and a verdict (errors.ts `Verdict`) for the key-state model.
+   */
   unwrap(keyId: string, algorithm: string, wrapped: Uint8Array, signal?: AbortSignal): Promise<Buffer>;
   /** The state of one key version. */
   status(keyId: string, signal?: AbortSignal): Promise<KeyStatus>;
   /**
    * Asks the vault for the current version now (bypassing any cache) and returns its status; the key
-   * watcher calls it every poll so rotations and re-enables are seen promptly. Optional.
+   * watcher calls it every poll (and once at start) so rotations, re-enables and changed dates are seen
+   * promptly, and so every alias has a health verdict.
    */
-  refreshCurrentVersion?(signal?: AbortSignal): Promise<KeyStatus>;
+  refreshCurrentVersion(signal?: AbortSignal): Promise<KeyStatus>;
   /** True when `keyId` names a version of this provider's key. Pure string check, no I/O. */
   owns(keyId: string): boolean;
   /** Releases clients and zeroes held key material. */

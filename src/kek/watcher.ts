@@ -1,95 +1,117 @@
 /**
- * The key watcher: polls the state of every KEK version in use and revokes (or restores) it in the DEK
- * cache, so a disabled, expired, deleted or inaccessible key stops serving within one poll interval
- * instead of when cached DEKs happen to expire. It also adopts rotations: when a key's latest version
- * differs from the one wrapping new DEKs, new DEKs move to it.
+ * The key watcher: reads the state of the KEK versions that matter from the vault and reports it to
+ * the key-state model (cache/key-states.ts), which revokes or restores. It also adopts rotations: when
+ * a key's current version differs from the one wrapping new DEKs, new DEKs move to it.
  *
- * Cost: one status GET per version in use (plus one "latest version" GET per key alias) per interval,
- * whatever the traffic. Health answers from the last results here, never from a vault call per probe.
+ * What it polls, every `pollIntervalMs` (jittered ±10 %) and once at start (so every alias has a health
+ * verdict from the beginning): each alias's current version (one GET per alias), every other version
+ * with cached DEKs, and every version the key-state model refuses or suspects. Nothing else: versions
+ * named only by ciphertext headers are never watched (key-states.ts explains why that set is bounded).
+ * It also runs the confirming checks the key-state model asks for (a refused operation tried once more
+ * after `refusalConfirmMs`), at their due time and on every poll while they are pending.
+ *
+ * Cost control: every vault request the watcher makes goes through one pacer — at most
+ * `maxConcurrentChecks` at once and `maxChecksPerSecond` on average — so a sidecar with many versions
+ * in use spreads its checks instead of bursting them into the vault's shared throttling budget
+ * (docs/operations.md, "Fleet budget"). Health answers from the last results, never from a vault call.
  *
  * A vault that does not answer (network, 5xx, throttling) is no verdict: the previous state stands,
- * and cached DEKs keep serving until their own TTL — past that the cache needs the vault and fails
- * closed with UNAVAILABLE.
+ * and cached DEKs keep serving until their own TTL.
  */
-import { ErrorCode, isSealboxError } from '../errors';
+import { randomFillSync } from 'node:crypto';
+import { performance } from 'node:perf_hooks';
+import type { KeyAttributes, KeyOperationName, KeyState, KeyStateView } from '../cache/key-states';
 import type { Logger } from '../log/logger';
 import { withAuditCaller } from './audit';
-import type { KeyStatus } from './provider';
+import type { KekProvider } from './provider';
 import type { KekRegistry } from './registry';
 
-/** What the watcher acts on (the DEK cache implements it). */
-export interface RevocationTarget {
-  /** Key versions to check: those of cached DEKs and those currently refused. */
+export type { KeyState } from '../cache/key-states';
+
+/** What the watcher needs from the DEK cache. */
+export interface WatchedCache {
+  /** Versions with cached DEKs. */
   keyIdsInUse(): Set<string>;
   /** Alias → key id of the DEK sealing new messages. */
   activeKeyIds(): Map<string, string>;
-  revoke(keyId: string, reason: string): void;
-  restore(keyId: string): void;
   /** Retires an alias's encrypt DEKs so the next message wraps under the (new) current version. */
   invalidate(alias: string): void;
 }
 
-export type KeyState =
-  | 'enabled'
-  | 'disabled'
-  | 'expired'
-  | 'not-yet-valid'
-  | 'deleted'
-  | 'forbidden'
-  | 'unknown';
+/** What the watcher reports to, and learns from, the key-state model (cache/key-states.ts). */
+export interface WatchedStates {
+  attributes(keyId: string, attributes: KeyAttributes): void;
+  failed(keyId: string, err: unknown, operation: KeyOperationName): void;
+  confirmedUsable(keyId: string, operation: KeyOperationName): void;
+  confirmations(): Array<{
+    keyId: string;
+    operation: KeyOperationName;
+    sample?: { algorithm: string; wrapped: Buffer };
+  }>;
+  watched(): Set<string>;
+  describe(): KeyStateView[];
+  stateOf(keyId: string): KeyState;
+}
 
-/** The last verdict about one key version. */
-export interface KeyCheck {
+/** The last verdict about one alias's current version, for health. */
+export interface CurrentCheck {
   readonly keyId: string;
   readonly state: KeyState;
-  /** When the vault last gave a verdict (not when it last failed to answer). */
-  readonly checkedAt?: Date;
-  /** The last failure to get a verdict, if the latest attempt failed. */
   readonly lastError?: string;
 }
 
 export interface WatcherOptions {
   readonly pollIntervalMs: number;
-  readonly now?: () => number;
+  /** Vault requests per second the watcher makes at most, averaged (token bucket, burst = 1 s). */
+  readonly maxChecksPerSecond: number;
+  /** Vault requests the watcher has in flight at most. */
+  readonly maxConcurrentChecks: number;
   readonly random?: () => number;
+  /** Told about every vault request the watcher makes (metrics: watcher requests per second). */
+  readonly onRequest?: (operation: KeyOperationName) => void;
 }
 
 export class KeyWatcher {
-  private readonly results = new Map<string, KeyCheck>();
   /** Alias → key id of its current version, as last reported by the vault. */
   private readonly current = new Map<string, string>();
+  private readonly lastAliasError = new Map<string, string>();
   private readonly listeners: Array<() => void> = [];
   private timer: NodeJS.Timeout | undefined;
+  private confirmTimer: NodeJS.Timeout | undefined;
+  private confirmAt = Number.POSITIVE_INFINITY;
   private running: Promise<void> | undefined;
-  private stopped = false;
-  private readonly now: () => number;
+  private stopped = true;
   private readonly random: () => number;
+  private readonly pacer: Pacer;
 
   constructor(
     private readonly registry: KekRegistry,
-    private readonly target: RevocationTarget,
+    private readonly cache: WatchedCache,
+    private readonly states: WatchedStates,
     private readonly options: WatcherOptions,
     private readonly log: Logger,
   ) {
-    this.now = options.now ?? Date.now;
     this.random = options.random ?? Math.random;
+    this.pacer = new Pacer(options.maxChecksPerSecond, options.maxConcurrentChecks);
   }
 
-  /** Starts polling (the first check runs after one interval: at start nothing is cached yet). */
+  /** Runs the first check now (health from the start), then polls every interval. */
   start(): void {
     this.stopped = false;
-    this.schedule();
+    this.checkNow().finally(() => this.schedule());
   }
 
   stop(): void {
     this.stopped = true;
     if (this.timer) clearTimeout(this.timer);
-    this.timer = undefined;
+    if (this.confirmTimer) clearTimeout(this.confirmTimer);
+    this.timer = this.confirmTimer = undefined;
+    this.pacer.close();
   }
 
   /**
-   * Checks every version in use now, plus `extra` versions (webhook and admin use this). Concurrent
-   * calls without extras share one run.
+   * Checks every watched version now, plus `extra` versions (admin RevokeKey). Concurrent calls without
+   * extras share one run.
    */
   checkNow(extra: readonly string[] = []): Promise<void> {
     if (extra.length > 0) return this.checkAll(extra);
@@ -99,19 +121,52 @@ export class KeyWatcher {
     return this.running;
   }
 
-  /** The last verdict per key version. */
-  snapshot(): KeyCheck[] {
-    return [...this.results.values()];
+  /**
+   * Schedules the confirming checks of a suspected refusal at `at` (ms since the epoch); the key-state
+   * model's `onSuspect` hook calls this.
+   */
+  confirmLater(at: number): void {
+    if (this.stopped || at >= this.confirmAt) return;
+    if (this.confirmTimer) clearTimeout(this.confirmTimer);
+    this.confirmAt = at;
+    this.confirmTimer = setTimeout(
+      () => {
+        this.confirmTimer = undefined;
+        this.confirmAt = Number.POSITIVE_INFINITY;
+        withAuditCaller({ caller: 'key-watcher' }, () => this.confirm()).finally(() => this.notify());
+      },
+      Math.max(0, at - Date.now()) + 5,
+    );
+    this.confirmTimer.unref();
   }
 
-  /** Alias → the last verdict about its current version (undefined: not checked yet). */
-  currentStates(): Map<string, KeyCheck | undefined> {
-    const out = new Map<string, KeyCheck | undefined>();
+  /** Every tracked version's state (GetKeyStatus). */
+  snapshot(): KeyStateView[] {
+    return this.states.describe();
+  }
+
+  /** Alias → the last verdict about its current version (undefined: not read yet). */
+  currentStates(): Map<string, CurrentCheck | undefined> {
+    const out = new Map<string, CurrentCheck | undefined>();
     for (const alias of this.registry.aliases()) {
       const keyId = this.current.get(alias);
-      out.set(alias, keyId === undefined ? undefined : this.results.get(keyId));
+      const lastError = this.lastAliasError.get(alias);
+      out.set(
+        alias,
+        keyId === undefined
+          ? undefined
+          : { keyId, state: this.states.stateOf(keyId), ...(lastError ? { lastError } : {}) },
+      );
     }
     return out;
+  }
+
+  /** How many versions the next poll will read (metrics: watched versions). */
+  watchedCount(): number {
+    const ids = this.cache.keyIdsInUse();
+    for (const id of this.states.watched()) ids.add(id);
+    for (const id of this.current.values()) ids.add(id);
+    return ids.size;
   }
 
   /** Called after every check (health answers from the results, never from a vault call). */
@@ -131,109 +186,201 @@ export class KeyWatcher {
 
   private async checkAll(extra: readonly string[] = []): Promise<void> {
     try {
-      await withAuditCaller({ caller: 'key-watcher' }, () => this.checkKeys(extra));
+      await withAuditCaller({ caller: 'key-watcher' }, async () => {
+        await this.checkKeys(extra);
+        await this.confirm();
+      });
     } finally {
-      for (const listener of this.listeners) listener();
+      this.notify();
+    }
+  }
+
+  private notify(): void {
+    for (const listener of this.listeners) {
+      try {
+        listener();
+      } catch (err) {
+        this.log.error({ err }, 'key watcher listener failed');
+      }
     }
   }
 
   private async checkKeys(extra: readonly string[]): Promise<void> {
-    const keyIds = this.target.keyIdsInUse();
+    const keyIds = this.cache.keyIdsInUse();
+    for (const keyId of this.states.watched()) keyIds.add(keyId);
     for (const keyId of extra) keyIds.add(keyId);
     // Every configured key's current version (so a re-enabled or rotated key is seen even when no DEK
     // is cached under it), compared with the version sealing new messages (rotation).
-    const active = this.target.activeKeyIds();
-    for (const alias of this.registry.aliases()) {
-      const provider = this.registry.forAlias(alias);
-      if (!provider.refreshCurrentVersion) continue;
-      const activeKeyId = active.get(alias);
-      try {
-        const latest = await provider.refreshCurrentVersion();
-        this.current.set(alias, latest.keyId);
-        if (activeKeyId !== undefined && latest.keyId !== activeKeyId) {
-          this.log.info(
-            { alias, from: activeKeyId, to: latest.keyId },
-            'key rotated: new DEKs wrap under the new version',
-          );
-          this.target.invalidate(alias);
+    const active = this.cache.activeKeyIds();
+    await Promise.all(
+      this.registry.aliases().map(async (alias) => {
+        const provider = this.registry.forAlias(alias);
+        try {
+          const latest = await this.request('getKey', () => provider.refreshCurrentVersion());
+          this.current.set(alias, latest.keyId);
+          this.lastAliasError.delete(alias);
+          const activeKeyId = active.get(alias);
+          if (activeKeyId !== undefined && latest.keyId !== activeKeyId) {
+            this.log.info(
+              { alias, from: activeKeyId, to: latest.keyId },
+              'key rotated: new DEKs wrap under the new version',
+            );
+            this.cache.invalidate(alias);
+          }
+          this.states.attributes(latest.keyId, latest);
+          keyIds.delete(latest.keyId);
+        } catch (err) {
+          const message = err instanceof Error ? err.message : String(err);
+          this.lastAliasError.set(alias, message.slice(0, 512));
+          // getKey(name) speaks for the whole key: a 404 means every version is gone. Attribute the
+          // verdict to the version last known current (one the vault vouched for before).
+          const known = this.current.get(alias);
+          if (known !== undefined) this.states.failed(known, err, 'getKey');
+          this.log.warn({ alias, err: message }, 'key check failed');
         }
-        this.record(latest.keyId, latest);
-        keyIds.delete(latest.keyId);
-      } catch (err) {
-        if (activeKeyId !== undefined) this.failed(activeKeyId, err);
-        else
-          this.log.warn({ alias, err: err instanceof Error ? err.message : String(err) }, 'key check failed');
-      }
-    }
+      }),
+    );
     await Promise.all(
       [...keyIds].map(async (keyId) => {
-        let provider: ReturnType<KekRegistry['forKeyId']>;
+        const owner = this.registry.ownerOf(keyId);
+        if (!owner) return; // no configured key owns it: nothing to watch
         try {
-          provider = this.registry.forKeyId(keyId);
-        } catch {
-          return; // no configured key owns it: nothing to watch
-        }
-        try {
-          this.record(keyId, await provider.status(keyId));
+          const status = await this.request('getKey', () => owner.provider.status(keyId));
+          this.states.attributes(keyId, status);
         } catch (err) {
-          this.failed(keyId, err);
+          this.states.failed(keyId, err, 'getKey');
+          this.log.warn(
+            { keyId, err: err instanceof Error ? err.message : String(err) },
+            'key check failed; the key-state model decides from its verdict',
+          );
         }
       }),
     );
   }
 
-  /** Applies a status: revoke for any state that forbids use, restore when enabled and in date. */
-  private record(keyId: string, status: KeyStatus): void {
-    const now = this.now();
-    const state: KeyState = !status.enabled
-      ? 'disabled'
-      : status.expiresOn && status.expiresOn.getTime() <= now
-        ? 'expired'
-        : status.notBefore && status.notBefore.getTime() > now
-          ? 'not-yet-valid'
-          : 'enabled';
-    this.apply(keyId, state);
+  /** Runs the confirming checks the key-state model asks for: the refused operation, once more. */
+  private async confirm(): Promise<void> {
+    await Promise.all(
+      this.states.confirmations().map(async ({ keyId, operation, sample }) => {
+        const owner = this.registry.ownerOf(keyId);
+        if (!owner) return;
+        try {
+          await this.request(operation, () => probe(owner.provider, keyId, operation, sample));
+          this.states.confirmedUsable(keyId, operation);
+        } catch (err) {
+          this.states.failed(keyId, err, operation);
+        }
+      }),
+    );
   }
 
-  private failed(keyId: string, err: unknown): void {
-    const verdict: KeyState | undefined = isSealboxError(err, ErrorCode.KEY_NOT_FOUND)
-      ? 'deleted'
-      : isSealboxError(err, ErrorCode.PERMISSION_DENIED)
-        ? 'forbidden'
-        : isSealboxError(err, ErrorCode.KEY_DISABLED)
-          ? 'disabled'
-          : undefined;
-    if (verdict) {
-      this.apply(keyId, verdict);
-      return;
-    }
-    // No verdict: keep the previous state, note the failure.
-    const previous = this.results.get(keyId);
-    const message = err instanceof Error ? err.message : String(err);
-    this.results.set(keyId, { ...(previous ?? { keyId, state: 'unknown' }), lastError: message });
-    this.log.warn({ keyId, err: message }, 'key check failed; keeping the last verdict');
-  }
-
-  private apply(keyId: string, state: KeyState): void {
-    const previous = this.results.get(keyId)?.state;
-    this.results.set(keyId, { keyId, state, checkedAt: new Date(this.now()) });
-    if (state === 'enabled') {
-      this.target.restore(keyId);
-      if (previous && previous !== 'enabled' && previous !== 'unknown')
-        this.log.info({ keyId }, 'key version serving again');
-      return;
-    }
-    this.target.revoke(keyId, REASONS[state]);
-    if (previous !== state)
-      this.log.warn({ keyId, state }, 'key version revoked: its cached DEKs were zeroed');
+  private request<T>(operation: KeyOperationName, call: () => Promise<T>): Promise<T> {
+    return this.pacer.run(() => {
+      this.options.onRequest?.(operation);
+      return call();
+    });
   }
 }
 
-const REASONS: Record<Exclude<KeyState, 'enabled'>, string> = {
-  disabled: 'the key version is disabled in the vault',
-  expired: 'the key version has expired',
-  'not-yet-valid': 'the key version is not valid yet (nbf)',
-  deleted: 'the key version was deleted (404)',
-  forbidden: 'sealbox lost access to the key (403)',
-  unknown: 'the key state is unknown',
-};
+/**
+ * One try of `operation` under `keyId` whose outcome confirms or clears a refusal. Key material made
+ * or returned here is zeroed at once; nothing is kept.
+ */
+async function probe(
+  provider: KekProvider,
+  keyId: string,
+  operation: KeyOperationName,
+  sample: { algorithm: string; wrapped: Buffer } | undefined,
+): Promise<void> {
+  switch (operation) {
+    case 'getKey':
+      await provider.status(keyId);
+      return;
+    case 'wrapKey': {
+      // A throwaway DEK: only whether the vault lets sealbox wrap matters.
+      const dek = randomFillSync(Buffer.allocUnsafeSlow(32));
+      try {
+        await provider.wrap(dek);
+      } finally {
+        dek.fill(0);
+      }
+      return;
+    }
+    case 'unwrapKey': {
+      // Without a sample nothing under this version was ever unwrapped here, so nothing is cached that
+      // a revocation would zero: reading the key is the best available check.
+      if (!sample) {
+        await provider.status(keyId);
+        return;
+      }
+      const dek = await provider.unwrap(keyId, sample.algorithm, sample.wrapped);
+      dek.fill(0);
+      return;
+    }
+  }
+}
+
+/**
+ * At most `concurrency` calls at once and `perSecond` starts per second on average (a token bucket
+ * with one second of burst, on the monotonic clock).
+ */
+export class Pacer {
+  private tokens: number;
+  private last = performance.now();
+  private active = 0;
+  private readonly queue: Array<() => void> = [];
+  private timer: NodeJS.Timeout | undefined;
+  private closed = false;
+
+  constructor(
+    private readonly perSecond: number,
+    private readonly concurrency: number,
+  ) {
+    this.tokens = Math.max(1, perSecond);
+  }
+
+  run<T>(call: () => Promise<T>): Promise<T> {
+    return new Promise<void>((resolve) => {
+      this.queue.push(resolve);
+      this.pump();
+    }).then(async () => {
+      try {
+        return await call();
+      } finally {
+        this.active--;
+        this.pump();
+      }
+    });
+  }
+
+  /** Lets everything queued run at once (shutdown must not wait on pacing). */
+  close(): void {
+    this.closed = true;
+    if (this.timer) clearTimeout(this.timer);
+    this.timer = undefined;
+    this.pump();
+  }
+
+  private pump(): void {
+    const now = performance.now();
+    const burst = Math.max(1, this.perSecond);
+    this.tokens = Math.min(burst, this.tokens + ((now - this.last) / 1000) * this.perSecond);
+    this.last = now;
+    while (this.queue.length > 0 && (this.closed || (this.active < this.concurrency && this.tokens >= 1))) {
+      if (!this.closed) this.tokens -= 1;
+      this.active++;
+      this.queue.shift()!();
+    }
+    if (this.queue.length > 0 && !this.closed && this.active < this.concurrency && !this.timer) {
+      const waitMs = ((1 - this.tokens) / this.perSecond) * 1000;
+      this.timer = setTimeout(
+        () => {
+          this.timer = undefined;
+          this.pump();
+        },
+        Math.max(1, waitMs),
+      );
+      this.timer.unref();
+    }
+  }
+}

@@ -30,6 +30,9 @@
  * | sealbox_key_state | gauge | alias, state (1 for the current version's last verdict, 0 otherwise) |
  * | sealbox_key_refused | gauge | alias (key versions currently refused) |
  * | sealbox_revocations_total | counter | reason |
+ * | sealbox_key_versions_watched | gauge | — (versions the key watcher reads each poll) |
+ * | sealbox_key_versions_unknown | gauge | — (versions in the negative cache: the vault said 404, never seen valid) |
+ * | sealbox_key_watcher_requests_total | counter | operation (vault requests the watcher made; rate() is requests/s) |
  * | sealbox_pool_threads, sealbox_pool_queue_size, sealbox_pool_queue_capacity, sealbox_pool_utilization | gauge | — |
  * | sealbox_pool_tasks_completed_total | counter | — |
  * | sealbox_inflight_bytes, sealbox_inflight_bytes_limit | gauge | — |
@@ -100,6 +103,8 @@ export interface MetricsSources {
   aliasOf(keyId: string): string | undefined;
   /** Alias → the key watcher's last verdict about its current version; absent without a watcher. */
   keyStates?(): ReadonlyMap<string, { readonly state: string } | undefined>;
+  /** Versions the key watcher reads each poll, and the negative cache's size; absent without a watcher. */
+  keyVersions?(): { readonly watched: number; readonly unknown: number };
   /** True while the gRPC health status of "" is SERVING. */
   ready(): boolean;
 }
@@ -140,6 +145,7 @@ export class SealboxMetrics implements RpcMetrics {
   private readonly vaultSeconds: Histogram<'operation'>;
   private readonly vaultRetries: Counter<'operation' | 'reason'>;
   private readonly revocations: Counter<'reason'>;
+  private readonly watcherRequests: Counter<'operation'>;
 
   constructor(options: MetricsOptions = {}) {
     const registers = [this.registry];
@@ -241,6 +247,31 @@ export class SealboxMetrics implements RpcMetrics {
           for (const state of KEY_STATES) this.set({ alias, state }, state === current ? 1 : 0);
         }
       },
+    });
+
+    new Gauge({
+      name: `${PREFIX}key_versions_watched`,
+      help: 'Key versions the key watcher reads from the vault each poll (current versions, versions with cached DEKs, refused and suspected versions).',
+      registers,
+      collect() {
+        const versions = sources()?.keyVersions?.();
+        if (versions) this.set(versions.watched);
+      },
+    });
+    new Gauge({
+      name: `${PREFIX}key_versions_unknown`,
+      help: 'Key versions the vault said do not exist (404, never seen valid), remembered so repeats cost no vault call.',
+      registers,
+      collect() {
+        const versions = sources()?.keyVersions?.();
+        if (versions) this.set(versions.unknown);
+      },
+    });
+    this.watcherRequests = new Counter({
+      name: `${PREFIX}key_watcher_requests_total`,
+      help: 'Vault requests made by the key watcher (polls and confirming checks), by operation; rate() gives requests per second.',
+      labelNames: ['operation'],
+      registers,
     });
 
     // --- DEK cache, read at scrape time ---
@@ -422,6 +453,11 @@ export class SealboxMetrics implements RpcMetrics {
   /** CacheHooks.onRestore: a key version serves again. */
   readonly keyRestored = (keyId: string): void => {
     this.refused.delete(keyId);
+  };
+
+  /** WatcherOptions.onRequest: the key watcher made one vault request. */
+  readonly watcherRequest = (operation: string): void => {
+    this.watcherRequests.inc({ operation: vaultOperationLabel(operation) });
   };
 
   /** CacheHooks.onEvictKey: an operator's RevokeKey evicted a key version's DEKs. */

@@ -68,11 +68,14 @@ export function adminHandlers(
         return {
           keyId,
           state: c?.state ?? 'unknown',
-          refusedReason: d?.refused ?? '',
+          refusedReason: c?.reason ?? '',
           checkedAt: c?.checkedAt?.toISOString() ?? '',
           lastError: c?.lastError ?? '',
           cachedEncryptDeks: d?.encrypt ?? 0,
           cachedDecryptDeks: d?.decrypt ?? 0,
+          refusalPending: c?.refusalPending
+            ? `${c.refusalPending.since.toISOString()} ${c.refusalPending.operation}`
+            : '',
         };
       });
   }
@@ -96,7 +99,7 @@ export function adminHandlers(
             const provider = registry.forAlias(keyAlias);
             const described = cache?.describe() ?? new Map<string, unknown>();
             targets = [...described.keys()].filter((id) => provider.owns(id));
-            if (provider.refreshCurrentVersion) targets.push((await provider.refreshCurrentVersion()).keyId);
+            targets.push((await provider.refreshCurrentVersion()).keyId);
             // The current version is usually cached too: evict (and count) each version once.
             targets = [...new Set(targets)];
           }

@@ -58,13 +58,15 @@ export interface EnvelopeDeps {
   readonly service: EnvelopeService;
   readonly budget: ByteBudget;
   readonly limits: StreamLimits;
+  /** Bytes of unary requests that may wait for the budget; beyond it they are refused at once. */
+  readonly unaryQueueBytes: number;
   readonly access: AccessControl;
   readonly log: Logger;
 }
 
 /** Handlers for the listener `peer` (the socket or TCP): access control attributes calls to it. */
 export function envelopeHandlers(deps: EnvelopeDeps, peer: PeerKind): EnvelopeHandlers {
-  const { service, budget, limits, access, log } = deps;
+  const { service, budget, limits, access, log, unaryQueueBytes } = deps;
 
   /**
    * Admits a streaming call (identity, rate, stream limits); on refusal ends it with the status and
@@ -79,16 +81,22 @@ export function envelopeHandlers(deps: EnvelopeDeps, peer: PeerKind): EnvelopeHa
     }
   }
 
-  /** Runs a unary call with cancellation, budget and error mapping. */
+  /**
+   * Runs a unary call with admission, cancellation, budget and error mapping. grpc-js has already
+   * decoded the whole request when this runs, so a request that cannot be served soon is refused now
+   * (its memory freed), never parked: the size limit first, then the budget with a bounded queue.
+   */
   function unary<Req, Res>(
     method: string,
     call: ServerUnaryCall<Req, Res>,
     callback: sendUnaryData<Res>,
     bytes: number,
     work: (signal: AbortSignal, keys: KeyAccess) => Promise<Res>,
+    checkSize?: () => void,
   ): void {
     let admitted: Admitted;
     try {
+      checkSize?.();
       admitted = access.admit(call, peer, method, false);
     } catch (err) {
       callback(toServiceError(err, log, method));
@@ -102,8 +110,22 @@ export function envelopeHandlers(deps: EnvelopeDeps, peer: PeerKind): EnvelopeHa
       if (!answered) abort.abort(new SealboxError(ErrorCode.CANCELLED, 'call cancelled'));
     });
     let held = 0;
-    budget
-      .acquire(bytes, abort.signal)
+    const admission = budget.tryAcquire(bytes, unaryQueueBytes, abort.signal);
+    if (!admission) {
+      callback(
+        toServiceError(
+          new SealboxError(
+            ErrorCode.OVERLOADED,
+            `sealbox is at capacity: ${budget.inUse} bytes in flight and ${budget.queuedBytes} bytes of calls ` +
+              'waiting (stream.maxInFlightBytes, envelope.unaryQueueBytes); retry with backoff',
+          ),
+          log,
+          method,
+        ),
+      );
+      return;
+    }
+    admission
       .then((h) => {
         held = h;
         return work(abort.signal, admitted.keys);
@@ -124,18 +146,32 @@ export function envelopeHandlers(deps: EnvelopeDeps, peer: PeerKind): EnvelopeHa
   return withCallers({
     Encrypt(call, callback) {
       const { keyAlias, plaintext, context } = call.request;
-      unary('Encrypt', call, callback, plaintext.length, async (signal, keys) => {
-        const { ciphertext, keyId } = await service.encrypt(keyAlias, plaintext, context, signal, keys);
-        return { ciphertext, keyId };
-      });
+      unary(
+        'Encrypt',
+        call,
+        callback,
+        plaintext.length,
+        async (signal, keys) => {
+          const { ciphertext, keyId } = await service.encrypt(keyAlias, plaintext, context, signal, keys);
+          return { ciphertext, keyId };
+        },
+        () => service.checkUnarySize('plaintext', plaintext.length),
+      );
     },
 
     Decrypt(call, callback) {
       const { ciphertext, expectedContext } = call.request;
-      unary('Decrypt', call, callback, ciphertext.length, async (signal, keys) => {
-        const { plaintext, info } = await service.decrypt(ciphertext, expectedContext, signal, keys);
-        return { plaintext, keyId: info.keyId, context: info.context };
-      });
+      unary(
+        'Decrypt',
+        call,
+        callback,
+        ciphertext.length,
+        async (signal, keys) => {
+          const { plaintext, info } = await service.decrypt(ciphertext, expectedContext, signal, keys);
+          return { plaintext, keyId: info.keyId, context: info.context };
+        },
+        () => service.checkUnarySize('ciphertext', ciphertext.length),
+      );
     },
 
     EncryptStream(call) {

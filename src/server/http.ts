@@ -10,6 +10,7 @@
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import type { Logger } from '../log/logger';
+import { limitHttpServer, PROBE_LIMITS } from './http-limits';
 
 export interface ProbeSources {
   /** The exposition text and its content type. */
@@ -59,6 +60,7 @@ export async function startMetricsServer(
     }
   }
 
+  limitHttpServer(server, PROBE_LIMITS);
   await new Promise<void>((resolve, reject) => {
     server.once('error', reject);
     server.listen(listen.port, listen.host, () => {

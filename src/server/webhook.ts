@@ -26,6 +26,7 @@ import {
 import { createServer as createHttpsServer } from 'node:https';
 import type { AddressInfo } from 'node:net';
 import type { Logger } from '../log/logger';
+import { limitHttpServer, WEBHOOK_LIMITS } from './http-limits';
 
 /** What the webhook triggers (the key watcher implements it). */
 export interface WebhookTarget {
@@ -123,6 +124,7 @@ export async function startWebhookServer(
     return given !== undefined && timingSafeEqual(digest(given), expected);
   }
 
+  limitHttpServer(server, WEBHOOK_LIMITS);
   await new Promise<void>((resolve, reject) => {
     server.once('error', reject);
     server.listen(listen.port, listen.host, () => resolve());

@@ -46,6 +46,29 @@ export class ByteBudget {
     });
   }
 
+  /**
+   * Admission for callers that already hold their bytes in memory (unary requests, decoded by grpc-js
+   * before the handler runs): takes `bytes` now if they fit; otherwise waits only while the bytes of
+   * everyone waiting stay within `maxQueuedBytes`, and beyond that returns undefined at once, so the
+   * caller refuses the request and its memory is freed instead of queued.
+   */
+  tryAcquire(bytes: number, maxQueuedBytes: number, signal?: AbortSignal): Promise<number> | undefined {
+    const want = Math.min(bytes, this.capacity);
+    if (this.waiters.length === 0 && want <= this.available) {
+      this.available -= want;
+      return Promise.resolve(want);
+    }
+    if (this.queuedBytes + want > maxQueuedBytes) return undefined;
+    return this.acquire(bytes, signal);
+  }
+
+  /** Bytes requested by callers still waiting. */
+  get queuedBytes(): number {
+    let sum = 0;
+    for (const w of this.waiters) sum += w.bytes;
+    return sum;
+  }
+
   /** Returns bytes obtained from `acquire` (pass its resolved value). */
   release(held: number): void {
     this.available += held;

@@ -107,7 +107,11 @@ async function startRewrapSealbox(options: { registry?: boolean; retry?: object 
   );
   const budget = new ByteBudget(config.stream.maxInFlightBytes);
   const access = new AccessControl(config, (keyId) => registry.aliasesOf(keyId), log);
-  const server = await startServer(config, { service, budget, limits: config.stream, access, log }, log);
+  const server = await startServer(
+    config,
+    { service, budget, limits: config.stream, access, log, unaryQueueBytes: config.envelope.unaryQueueBytes },
+    log,
+  );
   const client = connectEnvelope(`unix:${config.listen.socket}`);
   return {
     client,

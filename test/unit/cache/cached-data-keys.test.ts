@@ -17,6 +17,7 @@ import { KekRegistry } from '../../../src/kek/registry';
 /** A fake KEK that really wraps, counts calls, and can hold or fail them. */
 class FakeKek implements KekProvider {
   readonly kind = 'fake';
+  readonly keyRef = 'fake:k';
   readonly kek = randomBytes(32);
   wraps = 0;
   unwraps = 0;
@@ -27,6 +28,9 @@ class FakeKek implements KekProvider {
 
   owns(keyId: string): boolean {
     return keyId.startsWith('fake:');
+  }
+  async refreshCurrentVersion() {
+    return this.status('fake:k/1');
   }
   async wrap(dek: Uint8Array) {
     this.wraps++;

@@ -95,6 +95,8 @@ function fakeProvider(options: FakeOptions = {}): KekProvider & { seen: Buffer[]
       return real.status(keyId);
     },
     owns: (keyId) => real.owns(keyId),
+    keyRef: real.keyRef,
+    refreshCurrentVersion: () => real.refreshCurrentVersion(),
     close: () => real.close(),
   };
   if (options.current) {

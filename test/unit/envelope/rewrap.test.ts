@@ -31,6 +31,9 @@ const CONTEXT = { tenant: 'acme', purpose: 'rewrap' };
 /** A fake KEK with versions that really wraps (AES-KW), counts calls, and can hold them open. */
 class VersionedKek implements KekProvider {
   readonly kind = 'fake';
+  get keyRef(): string {
+    return `fake:${this.name}`;
+  }
   private readonly versions = new Map<string, { key: Buffer; enabled: boolean }>();
   current = '';
   wraps = 0;
@@ -59,6 +62,9 @@ class VersionedKek implements KekProvider {
 
   owns(keyId: string): boolean {
     return keyId.startsWith(`fake:${this.name}/`);
+  }
+  async refreshCurrentVersion() {
+    return this.status(this.current);
   }
 
   async wrap(dek: Uint8Array): Promise<WrapResult> {

@@ -7,10 +7,11 @@ import assert from 'node:assert/strict';
 import { randomBytes } from 'node:crypto';
 import { test } from 'node:test';
 import { CachedDataKeys } from '../../../src/cache/cached-data-keys';
+import { DEFAULT_KEY_STATES_OPTIONS, KeyStates } from '../../../src/cache/key-states';
 import { ErrorCode, SealboxError } from '../../../src/errors';
 import type { KekProvider, KeyStatus } from '../../../src/kek/provider';
 import { KekRegistry } from '../../../src/kek/registry';
-import { type KeyState, KeyWatcher, type RevocationTarget } from '../../../src/kek/watcher';
+import { type KeyState, KeyWatcher } from '../../../src/kek/watcher';
 import { createLogger } from '../../../src/log/logger';
 import {
   EVICTION_REASONS,
@@ -33,6 +34,7 @@ import {
 /** A provider whose one key version ("k/1") is in whatever state the test sets. */
 class OneVersion implements KekProvider {
   readonly kind = 'scripted';
+  readonly keyRef = 'scripted:k';
   constructor(private readonly answer: Partial<KeyStatus> | SealboxError) {}
   owns(keyId: string) {
     return keyId.startsWith('k/');
@@ -53,22 +55,27 @@ class OneVersion implements KekProvider {
   async close() {}
 }
 
-/** The reason text the real KeyWatcher revokes with for a provider answer. */
+/**
+ * The reason text the real key-state model revokes with when the real KeyWatcher reports a provider
+ * answer about a version it has seen valid before (a refusal needs its confirming check: window 0).
+ */
 async function watcherReason(answer: Partial<KeyStatus> | SealboxError): Promise<string | undefined> {
   let reason: string | undefined;
-  const target: RevocationTarget = {
+  const states = new KeyStates(
+    { ...DEFAULT_KEY_STATES_OPTIONS, refusalConfirmMs: 0 },
+    { onRevoke: (_keyId, text) => (reason = text) },
+  );
+  states.succeeded('k/1', 'getKey');
+  const cache = {
     keyIdsInUse: () => new Set(['k/1']),
     activeKeyIds: () => new Map([['a', 'k/1']]),
-    revoke: (_keyId, text) => {
-      reason = text;
-    },
-    restore: () => {},
     invalidate: () => {},
   };
   const watcher = new KeyWatcher(
     new KekRegistry(new Map([['a', new OneVersion(answer)]])),
-    target,
-    { pollIntervalMs: 60_000 },
+    cache,
+    states,
+    { pollIntervalMs: 60_000, maxChecksPerSecond: 100, maxConcurrentChecks: 4 },
     createLogger('silent'),
   );
   await watcher.checkNow();
@@ -79,11 +86,19 @@ const watcherCases: Array<[string, Partial<KeyStatus> | SealboxError, string]> =
   ['disabled', { enabled: false }, 'disabled'],
   ['expired', { expiresOn: new Date(Date.now() - 1000) }, 'expired'],
   ['not yet valid', { notBefore: new Date(Date.now() + 60_000) }, 'not_yet_valid'],
-  ['deleted (404)', new SealboxError(ErrorCode.KEY_NOT_FOUND, 'gone', { keyId: 'k/1' }), 'deleted'],
-  ['forbidden (403)', new SealboxError(ErrorCode.PERMISSION_DENIED, 'no', { keyId: 'k/1' }), 'forbidden'],
+  [
+    'deleted (404)',
+    new SealboxError(ErrorCode.KEY_NOT_FOUND, 'gone', { keyId: 'k/1', verdict: 'not-found' }),
+    'deleted',
+  ],
+  [
+    'forbidden (403, confirmed)',
+    new SealboxError(ErrorCode.PERMISSION_DENIED, 'no', { keyId: 'k/1', verdict: 'refused' }),
+    'forbidden',
+  ],
   [
     'disabled (in a vault error)',
-    new SealboxError(ErrorCode.KEY_DISABLED, 'off', { keyId: 'k/1' }),
+    new SealboxError(ErrorCode.KEY_DISABLED, 'off', { keyId: 'k/1', verdict: 'disabled' }),
     'disabled',
   ],
 ];
@@ -96,24 +111,34 @@ for (const [name, answer, label] of watcherCases) {
   });
 }
 
-for (const code of [ErrorCode.KEY_DISABLED, ErrorCode.KEY_NOT_FOUND, ErrorCode.PERMISSION_DENIED]) {
-  test(`an in-band revocation (wrap refused with ${code}) counts as reason="in_band"`, async () => {
-    let text: string | undefined;
-    const cache = new CachedDataKeys(
-      new KekRegistry(new Map([['a', new OneVersion(new SealboxError(code, 'refused', { keyId: 'k/1' }))]])),
-      {
-        maxConcurrentVaultCalls: 4,
-        encrypt: { maxAgeMs: 60_000, maxMessages: 100, maxBytes: 2 ** 30, refreshAhead: 0 },
-        decrypt: { maxEntries: 10, ttlMs: 60_000 },
-      },
-      { onRevoke: (_keyId, reason) => (text = reason) },
-    );
-    await assert.rejects(cache.forEncrypt('a', randomBytes(32)));
-    cache.close();
-    assert.ok(text, 'the cache revoked the version in band');
-    assert.equal(revocationReason(text), 'in_band');
-  });
-}
+test('an in-band vault verdict (wrap refused: key disabled) revokes with the same reason as the watcher', async () => {
+  let text: string | undefined;
+  const registry = new KekRegistry(
+    new Map([
+      [
+        'a',
+        new OneVersion(
+          new SealboxError(ErrorCode.KEY_DISABLED, 'refused', { keyId: 'k/1', verdict: 'disabled' }),
+        ),
+      ],
+    ]),
+  );
+  const states = new KeyStates(DEFAULT_KEY_STATES_OPTIONS, { onRevoke: (_keyId, reason) => (text = reason) });
+  const cache = new CachedDataKeys(
+    registry,
+    {
+      maxConcurrentVaultCalls: 4,
+      encrypt: { maxAgeMs: 60_000, maxMessages: 100, maxBytes: 2 ** 30, refreshAhead: 0 },
+      decrypt: { maxEntries: 10, ttlMs: 60_000 },
+    },
+    {},
+    states,
+  );
+  await assert.rejects(cache.forEncrypt('a', randomBytes(32)));
+  cache.close();
+  assert.ok(text, 'the key-state model revoked the version in band');
+  assert.equal(revocationReason(text), 'disabled');
+});
 
 test('revocation reasons are bounded: arbitrary text maps into the fixed list', () => {
   for (let i = 0; i < 500; i++) {
