@@ -41,6 +41,8 @@ export interface SealboxStats {
 export interface SealboxHooks {
   /** Called with every buffer the DEK cache stores a DEK in. */
   readonly trackDek?: (buffer: Buffer) => void;
+  /** The Entra ID credential every Azure key uses, instead of the configured one (credential outages). */
+  readonly credential?: TokenCredential;
 }
 
 const CACHE_OFF: CacheStats = {
@@ -76,6 +78,8 @@ export interface ProviderObservers {
   readonly audit?: Logger;
   readonly onVaultCall?: VaultCallObserver;
   readonly onRetryEvent?: (event: RetryEvent) => void;
+  /** Use this credential for every Azure key instead of building one from its config (tests). */
+  readonly credential?: TokenCredential;
 }
 
 export function buildProviders(config: Config, observers: ProviderObservers = {}): KekRegistry {
@@ -89,7 +93,7 @@ export function buildProviders(config: Config, observers: ProviderObservers = {}
         break;
       case 'azure': {
         const identity = JSON.stringify(key.credential);
-        let credential = credentials.get(identity);
+        let credential = observers.credential ?? credentials.get(identity);
         if (!credential) {
           credential = createAzureCredential(key.credential);
           credentials.set(identity, credential);
@@ -126,12 +130,11 @@ export async function startSealbox(
 ): Promise<Sealbox> {
   // Metrics exist only with their listener: without one nobody could read them.
   const metrics = config.metrics.listen ? new SealboxMetrics() : undefined;
-  const registry = buildProviders(
-    config,
-    metrics
-      ? { audit: log, onVaultCall: metrics.vaultCall, onRetryEvent: metrics.retryEvent }
-      : { audit: log },
-  );
+  const registry = buildProviders(config, {
+    audit: log,
+    ...(metrics ? { onVaultCall: metrics.vaultCall, onRetryEvent: metrics.retryEvent } : {}),
+    ...(hooks.credential ? { credential: hooks.credential } : {}),
+  });
   // The key-state model (cache/key-states.ts) decides; the cache zeroes what it says, the watcher feeds it.
   let cache: CachedDataKeys | undefined;
   let watcher: KeyWatcher | undefined;
@@ -158,7 +161,7 @@ export async function startSealbox(
       registry,
       config.cache,
       {
-        ...hooks,
+        ...(hooks.trackDek ? { trackDek: hooks.trackDek } : {}),
         onRefreshError: (alias, err) => log.warn({ alias, err }, 'background DEK refresh failed; will retry'),
         ...(metrics ? { onEvictKey: metrics.keyEvictedByAdmin } : {}),
       },

@@ -94,7 +94,7 @@ describe('message size', () => {
       (err: { code: number; details: string }) => {
         assert.equal(err.code, status.RESOURCE_EXHAUSTED);
         assert.equal(errorCode(err), 'LIMIT_EXCEEDED');
-        assert.match(err.details, /exceeds the unary limit of 16384 bytes; use EncryptStream/);
+        assert.match(err.details, /exceeds the unary limit of 16384 bytes.*use EncryptStream/);
         return true;
       },
     );

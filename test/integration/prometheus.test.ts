@@ -253,7 +253,10 @@ test(`${ENCRYPTS} encrypts on one key: Prometheus sees ${ENCRYPTS} Encrypt calls
   await settles('sealbox_dek_cache_entries{side="encrypt"}', 1);
   await settles('sealbox_inflight_bytes', 0);
   await settles('sealbox_ready', 1);
-  await settles(`sealbox_key_state{alias="${ALIAS}",state="unknown"}`, 1);
+  // The watcher's first check runs at start, so the alias has a verdict at once (not "unknown").
+  await settles(`sealbox_key_state{alias="${ALIAS}",state="enabled"}`, 1);
+  await settles('sealbox_key_versions_watched', 1);
+  await settles('sum(sealbox_key_watcher_requests_total) > bool 0', 1);
   assert.ok(((await query('sealbox_process_resident_memory_bytes')) ?? 0) > 0, 'process metrics are scraped');
 });
 

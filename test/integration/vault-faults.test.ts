@@ -81,6 +81,8 @@ before(async () => {
   });
   keys = new KeyClient(vault.url, staticTokenCredential(TOKEN), devVaultClientOptions(vault));
   await keys.createOctKey(MAIN_KEY, { hsm: true, keySize: 256 });
+  // The 429 storm's second alias ("patient", other retry settings) needs its own key of the same class.
+  await keys.createOctKey(`${MAIN_KEY}-patient`, { hsm: true, keySize: 256 });
 });
 
 after(async () => {
@@ -367,7 +369,8 @@ async function withPair<T>(
   const retry = options.retry ?? RETRY;
   const aliases = (extra: Record<string, object> = {}) => ({
     pay: azureKey(keyName, retry, target),
-    ...Object.fromEntries(Object.entries(extra).map(([a, r]) => [a, azureKey(keyName, r, target)])),
+    // Each extra alias has a key of its own (`${keyName}-${alias}`): one key may have one alias.
+    ...Object.fromEntries(Object.entries(extra).map(([a, r]) => [a, azureKey(`${keyName}-${a}`, r, target)])),
   });
   const warm = await startTestSealbox({ cache: { enabled: true, ...options.cache }, keys: aliases() });
   const cold = await startTestSealbox({ cache: { enabled: false }, keys: aliases(options.coldAliases) });

@@ -37,7 +37,10 @@ class FakeKek implements KekProvider {
     await this.hold();
     return { keyId: 'fake:k/1', algorithm: 'A256KW', wrapped: aesKeyWrap(this.kek, dek) };
   }
-  async unwrap(_keyId: string, _alg: string, wrapped: Uint8Array) {
+  async unwrap(_keyId: string, alg: string, wrapped: Uint8Array) {
+    // As the real providers do: the header's algorithm must be the key's.
+    if (alg !== 'A256KW')
+      throw new SealboxError(ErrorCode.CIPHERTEXT_MALFORMED, `A256KW key, header says ${alg}`);
     this.unwraps++;
     await this.hold();
     const dek = aesKeyUnwrap(this.kek, wrapped);
@@ -251,4 +254,60 @@ test('zeroization: flush and TTL expiry zero every cached DEK buffer', async () 
   cache.flush();
   assert.ok(tracked.every(isZero), 'every DEK buffer reads zero');
   assert.ok((cache.stats().evictions['expire'] ?? 0) >= 1);
+});
+
+const disabled = () =>
+  new SealboxError(ErrorCode.KEY_DISABLED, 'off', { keyId: 'fake:k/1', verdict: 'disabled' });
+
+test('revoke race, decrypt: an unwrap that returns after its version was revoked stores no DEK', async () => {
+  const { kek, cache, tracked } = setup();
+  const wrapped = aesKeyWrap(kek.kek, randomBytes(32));
+  let open!: () => void;
+  kek.gate = new Promise((r) => (open = r));
+  const pending = cache.forDecrypt(headerFor(wrapped));
+  await sleep(5);
+  cache.states.failed('fake:k/1', disabled(), 'getKey'); // the watcher's verdict lands mid-flight
+  open();
+  await assert.rejects(pending, { code: ErrorCode.KEY_DISABLED });
+  assert.equal(cache.stats().entries.decrypt, 0, 'nothing cached under the revoked version');
+  assert.equal(tracked.length, 0, 'no DEK buffer was ever stored');
+});
+
+test('revoke race, encrypt: a wrap that returns after its version was revoked is zeroed, not installed', async () => {
+  const { kek, cache, tracked } = setup();
+  let open!: () => void;
+  kek.gate = new Promise((r) => (open = r));
+  const pending = cache.forEncrypt('a', randomBytes(32));
+  await sleep(5);
+  cache.states.failed('fake:k/1', disabled(), 'getKey');
+  open();
+  await assert.rejects(pending, { code: ErrorCode.KEY_DISABLED });
+  assert.equal(cache.stats().entries.encrypt, 0);
+  assert.equal(tracked.length, 1);
+  assert.ok(isZero(tracked[0]!), 'the freshly wrapped DEK was zeroed');
+});
+
+test('a cached DEK does not serve a header that names another wrap algorithm (the provider refuses it)', async () => {
+  const { kek, cache } = setup();
+  const wrapped = aesKeyWrap(kek.kek, randomBytes(32));
+  await cache.forDecrypt(headerFor(wrapped));
+  assert.equal(kek.unwraps, 1);
+  for (const alg of ['RSA-OAEP-256', 'A128KW', 'RSA1_5', 'dir']) {
+    const header = { ...headerFor(wrapped), wrapAlgorithm: alg } as unknown as Header;
+    await assert.rejects(cache.forDecrypt(header), { code: ErrorCode.CIPHERTEXT_MALFORMED }, alg);
+  }
+  assert.equal(kek.unwraps, 1, 'refused before any unwrap');
+});
+
+test('in-band evidence: a 404 for a never-seen version is negative-cached; a 404 for a known one revokes', async () => {
+  const { cache } = setup();
+  const gone = (keyId: string) =>
+    new SealboxError(ErrorCode.KEY_NOT_FOUND, 'no', { keyId, verdict: 'not-found' });
+  cache.states.failed('fake:k/forged', gone('fake:k/forged'), 'unwrapKey');
+  assert.throws(() => cache.check('fake:k/forged', 'decrypt'), { code: ErrorCode.KEY_NOT_FOUND });
+  assert.equal(cache.states.sizes.tracked, 0, 'a forged version is never tracked, refused or watched');
+  await cache.forEncrypt('a', randomBytes(32)); // fake:k/1 seen valid
+  cache.states.failed('fake:k/1', gone('fake:k/1'), 'unwrapKey');
+  assert.throws(() => cache.check('fake:k/1', 'encrypt'), { code: ErrorCode.KEY_DISABLED });
+  assert.equal(cache.stats().entries.encrypt, 0, 'its DEKs were evicted');
 });
