@@ -176,3 +176,75 @@ export class Counters {
     this.counts.clear();
   }
 }
+
+/**
+ * Answers a test can force on the next requests of some operations, in place of normal handling: the
+ * refusals a KEK client meets in production (network rules, access policy, RBAC, an unauthenticated
+ * token). Bodies are built by the server with the caller's real identity, so a forced answer looks
+ * exactly like the vault refusing on its own.
+ */
+export type ForcedAnswerKind =
+  | 'ForbiddenByFirewall'
+  | 'ForbiddenByConnection'
+  | 'AccessDenied'
+  | 'ForbiddenByPolicy'
+  | 'ForbiddenByRbac'
+  | 'Unauthorized';
+
+/** Every ForcedAnswerKind, for validation. */
+export const FORCED_ANSWER_KINDS: readonly ForcedAnswerKind[] = [
+  'ForbiddenByFirewall',
+  'ForbiddenByConnection',
+  'AccessDenied',
+  'ForbiddenByPolicy',
+  'ForbiddenByRbac',
+  'Unauthorized',
+];
+
+/** One step of a forced-answer script: the next `count` matching requests get `answer`. */
+export interface ForcedAnswerStep {
+  /** Operation names as the counters use them (wrapKey, unwrapKey, getKey, …); absent = every operation. */
+  readonly operations?: readonly string[];
+  /** Only requests naming this key (case-insensitive); absent = any key. */
+  readonly keyName?: string;
+  readonly count: number;
+  readonly answer: ForcedAnswerKind;
+}
+
+/**
+ * A script of forced answers. Steps are used in order: a request takes one use from the first step it
+ * matches that has uses left; a step with none left is dropped. When no step matches, handling is normal.
+ * Postcondition: after `count` matching requests, a step never answers again.
+ */
+export class ForcedAnswers {
+  private steps: Array<{ step: ForcedAnswerStep; left: number }> = [];
+
+  /** Replaces the script. */
+  set(steps: readonly ForcedAnswerStep[]): void {
+    this.steps = steps.map((step) => ({ step, left: step.count }));
+  }
+
+  /** Appends steps to the script. */
+  add(steps: readonly ForcedAnswerStep[]): void {
+    this.steps.push(...steps.map((step) => ({ step, left: step.count })));
+  }
+
+  /** The forced answer for this request, consuming one use, or undefined for normal handling. */
+  take(operation: string, keyName: string | undefined): ForcedAnswerKind | undefined {
+    const entry = this.steps.find(
+      ({ step, left }) =>
+        left > 0 &&
+        (step.operations === undefined || step.operations.includes(operation)) &&
+        (step.keyName === undefined || step.keyName.toLowerCase() === keyName?.toLowerCase()),
+    );
+    if (entry === undefined) return undefined;
+    entry.left -= 1;
+    this.steps = this.steps.filter((e) => e.left > 0);
+    return entry.step.answer;
+  }
+
+  /** What is left of the script (for GET /_sealbox/faults). */
+  remaining(): ForcedAnswerStep[] {
+    return this.steps.map(({ step, left }) => ({ ...step, count: left }));
+  }
+}

@@ -48,6 +48,15 @@ export interface VaultSettings {
   readonly lroDelayMs: number;
   /** Clock in ms; replaceable for tests. */
   readonly now?: () => number;
+  /** Vault kind; default 'vault'. */
+  readonly kind?: 'vault' | 'managedhsm';
+  /** SKU of a 'vault': Standard refuses HSM keys; default 'premium'. */
+  readonly sku?: 'standard' | 'premium';
+  /**
+   * Compatibility with the dev vault before issue 13: a 'vault' that creates oct-HSM keys (Azure refuses
+   * them). Default: true when `kind` is absent, else false.
+   */
+  readonly allowSymmetricKeys?: boolean;
 }
 
 /** Key Vault's page size cap and default for list operations. */
@@ -369,6 +378,25 @@ export class Vault {
     return randomBytes(16).toString('hex');
   }
 
+  /**
+   * The key type this kind of vault stores for a request, or Azure's refusal: a vault holds RSA (and
+   * RSA-HSM on Premium, 403 "Hardware key operation not allowed on standard vault" on Standard) and no
+   * symmetric keys (400 BadParameter / KeyTypeNotSupported "Invalid kty value: oct"); a Managed HSM holds
+   * HSM keys only (RSA-HSM, oct-HSM; software types refused the same way, inferred).
+   */
+  private admitKty(kty: KeyType, requested: string): KeyType {
+    const kind = this.settings.kind ?? 'vault';
+    if (kind === 'managedhsm') {
+      if (requested === 'RSA' || requested === 'oct') throw kvErrors.keyTypeNotSupported(requested);
+      return kty;
+    }
+    // Settings without a kind are the pre-issue-13 vault, which held symmetric keys.
+    if (kty === 'oct-HSM' && !(this.settings.allowSymmetricKeys ?? this.settings.kind === undefined))
+      throw kvErrors.keyTypeNotSupported(requested);
+    if (kty === 'RSA-HSM' && this.settings.sku === 'standard') throw kvErrors.hardwareKeyOnStandard();
+    return kty;
+  }
+
   // ---- operations ------------------------------------------------------------------------------------
 
   /** CreateKey: POST /keys/{name}/create. */
@@ -376,7 +404,7 @@ export class Vault {
     const req = parseBody(createSchema, body);
     if (req.release_policy !== undefined)
       throw kvErrors.badParameter('Release policies are not supported by the sealbox dev vault.');
-    const kty = normaliseKty(req.kty);
+    const kty = this.admitKty(normaliseKty(req.kty), req.kty);
     const family = familyOf(kty);
     const size = req.key_size ?? (family === 'RSA' ? 2048 : 256);
     const sizes = family === 'RSA' ? RSA_KEY_SIZES : OCT_KEY_SIZES;
@@ -401,7 +429,9 @@ export class Vault {
     const req = parseBody(importSchema, body);
     if (req.release_policy !== undefined)
       throw kvErrors.badParameter('Release policies are not supported by the sealbox dev vault.');
-    const { kty, material } = materialFromImport(req.key, req.Hsm === true);
+    const imported = materialFromImport(req.key, req.Hsm === true || this.settings.kind === 'managedhsm');
+    const { material } = imported;
+    const kty = this.admitKty(imported.kty, imported.kty);
     const keyOps =
       req.key['key_ops'] === undefined ? defaultKeyOps(kty) : checkKeyOps(kty, req.key['key_ops']);
     const { record, v } = await this.addVersion(name, async () =>

@@ -512,13 +512,13 @@ test('nbf/exp: wrapKey and encrypt are refused outside the validity window; unwr
   });
 });
 
-test('access policy: a missing permission is 403 Forbidden / ForbiddenByPolicy', async (t) => {
+test('access policy: a missing permission is 403 Forbidden / AccessDenied', async (t) => {
   await t.test('reader cannot create', () =>
     expectKv(
       tv.keys(TOKENS.reader).createRsaKey('not-allowed'),
       403,
       'Forbidden',
-      'ForbiddenByPolicy',
+      'AccessDenied',
       /The user, group or application 'appid=reader;oid=[0-9a-f-]+;iss=https:\/\/sts\.windows\.net\/[0-9a-f-]+\/' does not have keys create permission on key vault 'sealbox-dev;location=local'\./,
     ),
   );
@@ -528,7 +528,7 @@ test('access policy: a missing permission is 403 Forbidden / ForbiddenByPolicy',
       tv.crypto(key.id ?? '', TOKENS.reader).unwrapKey('A256KW', randomBytes(40)),
       403,
       'Forbidden',
-      'ForbiddenByPolicy',
+      'AccessDenied',
       /keys unwrapKey permission/,
     );
   });
@@ -537,7 +537,7 @@ test('access policy: a missing permission is 403 Forbidden / ForbiddenByPolicy',
       tv.keys(TOKENS.wrapper).getKey('oct-256'),
       403,
       'Forbidden',
-      'ForbiddenByPolicy',
+      'AccessDenied',
       /keys get permission/,
     );
     // The SDK's pager reports its own message ("Pagination failed …") and drops the error details.
