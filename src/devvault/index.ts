@@ -23,6 +23,7 @@ import {
   AccessControl,
   type AccessPolicy,
   type PermissionModel,
+  type Principal,
   ROLE_NAMES,
   type RoleAssignment,
   type RoleName,
@@ -37,10 +38,12 @@ import {
   Throttle,
   type ThrottleSettings,
 } from './controls';
+import { type DevEntra, type DevEntraOptions, type EndpointState, startDevEntra } from './entra';
 import { kvErrors } from './errors';
 import { atomicWriteFile, durableUnlink, ensurePrivateDir } from './fsutil';
 import {
   ALL_KEY_PERMISSIONS,
+  challengeResourceOf,
   createHandler,
   type DevVaultExchange,
   type FaultUpdate,
@@ -74,6 +77,8 @@ export type {
   ThrottleSettings,
 } from './controls';
 export { AZURE_KEY_LIMITS_PER_10S } from './controls';
+export type { DevEntra, DevEntraOptions, DevEntraPrincipalOptions, EndpointState } from './entra';
+export { startDevEntra } from './entra';
 export { DevVaultStoreError } from './store';
 export { DevVaultTlsError } from './tls';
 export type { DevVaultExchange, KeyPermission };
@@ -132,8 +137,13 @@ export interface DevVaultOptions {
   accessPolicies?: AccessPolicy[];
   /** Role assignments (rbac model and managedhsm): principal reference, role name, scope `/`, `/keys` or `/keys/<name>`. */
   roleAssignments?: RoleAssignment[];
-  /** Verifies bearer tokens that are not static identity tokens (JWTs of an embedded Entra ID; entra.ts). */
-  tokenVerifier?: (token: string) => import('./access').Principal | Error;
+  /**
+   * Starts an embedded Entra ID beside the vault (entra.ts) whose JWTs the vault accepts next to the
+   * static identity tokens: DevVault.entra. Access policies and role assignments name its principals.
+   */
+  entra?: DevEntraOptions;
+  /** Verifies bearer tokens that are not static identity tokens, e.g. another DevEntra's verify. */
+  tokenVerifier?: (token: string) => Principal | Error;
 }
 
 /** A run-time change of who may do what, for DevVault.changeAccess and POST /_sealbox/access. */
@@ -168,6 +178,8 @@ export interface DevVault {
   /** Per-operation call counts ("wrapKey", "wrapKey/<key name>", "throttled", "challenges", …). */
   counters(): Record<string, number>;
   resetCounters(): void;
+  /** The embedded Entra ID, when DevVaultOptions.entra was given. */
+  readonly entra?: DevEntra;
   /** The vault kind and, for a vault, its permission model. */
   readonly kind: VaultKind;
   readonly permissionModel: PermissionModel;
@@ -217,6 +229,14 @@ export const accessChangeSchema = z.strictObject({
   afterMs: z.number().int().min(0).max(3_600_000).default(0),
 });
 
+const endpointStateSchema = z.union([z.literal('up'), z.literal('refuse'), z.literal(500), z.literal(503)]);
+/** POST /_sealbox/entra: outages of the embedded Entra ID's endpoints and the token lifetime. */
+const entraControlSchema = z.strictObject({
+  tokenEndpoint: endpointStateSchema.optional(),
+  managedIdentity: endpointStateSchema.optional(),
+  tokenLifetimeSec: z.number().int().min(1).max(86_400).optional(),
+});
+
 const optionsSchema = z.object({
   dataDir: z.string().min(1),
   host: z.string().min(1).default('127.0.0.1'),
@@ -246,7 +266,13 @@ const optionsSchema = z.object({
 
 /** Starts a dev vault on `options.dataDir`. Rejects with DevVaultStoreError on a corrupt store. */
 export async function startDevVault(options: DevVaultOptions): Promise<DevVault> {
-  const { logger: givenLogger, onResponse, tokenVerifier, ...rest } = options;
+  const {
+    logger: givenLogger,
+    onResponse,
+    tokenVerifier: givenVerifier,
+    entra: entraOptions,
+    ...rest
+  } = options;
   const parsed = optionsSchema.safeParse(rest);
   if (!parsed.success)
     throw new DevVaultConfigError(`invalid dev vault options: ${firstIssue(parsed.error)}`);
@@ -283,6 +309,13 @@ export async function startDevVault(options: DevVaultOptions): Promise<DevVault>
       'invalid dev vault options: allowSymmetricKeys: a managedhsm always holds oct-HSM keys',
     );
   }
+  const entra =
+    entraOptions === undefined
+      ? undefined
+      : await startDevEntra(tls, { ...entraOptions, host: entraOptions.host ?? opts.host, logger });
+  const tokenVerifier =
+    givenVerifier ??
+    (entra === undefined ? undefined : (token: string) => entra.verify(token, challengeResourceOf(kind)));
   const access = new AccessControl(kind, permissionModel);
   for (const [, identity] of identities) access.setAccessPolicy(identity.name, identity.permissions);
   for (const p of opts.accessPolicies ?? []) access.setAccessPolicy(p.principal, p.permissions);
@@ -352,6 +385,20 @@ export async function startDevVault(options: DevVaultOptions): Promise<DevVault>
         return undefined;
       },
       getAccess: () => access.snapshot(),
+      ...(entra === undefined
+        ? {}
+        : {
+            controlEntra: async (raw: unknown) => {
+              const parsed = entraControlSchema.safeParse(raw);
+              if (!parsed.success) return `invalid Entra ID control: ${firstIssue(parsed.error)}`;
+              const { tokenLifetimeSec, ...outage } = parsed.data;
+              if (tokenLifetimeSec !== undefined) entra.setTokenLifetime(tokenLifetimeSec);
+              await entra.setOutage(
+                outage as { tokenEndpoint?: EndpointState; managedIdentity?: EndpointState },
+              );
+              return undefined;
+            },
+          }),
       adminToken,
       faults,
       throttle,
@@ -379,6 +426,7 @@ export async function startDevVault(options: DevVaultOptions): Promise<DevVault>
     subdomainUrl: `https://${kind === 'managedhsm' ? MANAGED_HSM_SUBDOMAIN : VAULT_SUBDOMAIN}:${port}`,
     kind,
     permissionModel,
+    ...(entra === undefined ? {} : { entra }),
     host: opts.host,
     port,
     caFile: tls.caFile,
@@ -407,10 +455,13 @@ export async function startDevVault(options: DevVaultOptions): Promise<DevVault>
     access: () => access.snapshot(),
     close() {
       // Idempotent: every caller waits for the same shutdown.
-      closing ??= new Promise<void>((resolve, reject) => {
-        server.close((err) => (err ? reject(err) : resolve()));
-        server.closeAllConnections();
-      });
+      closing ??= Promise.all([
+        new Promise<void>((resolve, reject) => {
+          server.close((err) => (err ? reject(err) : resolve()));
+          server.closeAllConnections();
+        }),
+        entra?.close(),
+      ]).then(() => undefined);
       return closing;
     },
   };

@@ -172,6 +172,8 @@ export interface HandlerDeps {
   /** Applies a run-time access change (unvalidated JSON); returns a problem to report, or undefined. */
   readonly changeAccess: (change: unknown) => string | undefined;
   readonly getAccess: () => unknown;
+  /** Applies POST /_sealbox/entra (unvalidated JSON) when an Entra ID is embedded; returns a problem or undefined. */
+  readonly controlEntra?: (raw: unknown) => Promise<string | undefined>;
   /** Applies a validated fault update (shared with DevVault.setFaults). */
   readonly setFaults: (f: FaultUpdate) => void;
   readonly getFaults: () => unknown;
@@ -787,6 +789,23 @@ async function admin(deps: HandlerDeps, req: IncomingMessage, res: ServerRespons
         return fail(400, 'BadParameter', (err as Error).message);
       }
       const problem = deps.changeAccess(raw ?? {});
+      if (problem !== undefined) return fail(400, 'BadParameter', problem);
+      return reply(204);
+    }
+    case 'POST /_sealbox/entra': {
+      if (deps.controlEntra === undefined)
+        return fail(
+          404,
+          'NotFound',
+          'this dev vault has no embedded Entra ID (start it with the entra option)',
+        );
+      let raw: unknown;
+      try {
+        raw = await readJson(req);
+      } catch (err) {
+        return fail(400, 'BadParameter', (err as Error).message);
+      }
+      const problem = await deps.controlEntra(raw ?? {});
       if (problem !== undefined) return fail(400, 'BadParameter', problem);
       return reply(204);
     }
