@@ -128,6 +128,11 @@ export interface DevVaultOptions {
    * to get Azure's refusal.
    */
   allowSymmetricKeys?: boolean;
+  /**
+   * Probability that a list page is short or empty while a nextLink follows, as Key Vault's can be;
+   * default 0.25 (the rate is ours, Azure publishes none). 0 gives full pages.
+   */
+  shortPageRate?: number;
   /** The vault's name in 403 messages; default `sealbox-dev` (`sealbox-hsm` for a managedhsm). */
   name?: string;
   /**
@@ -253,6 +258,7 @@ const optionsSchema = z.object({
   throttling: throttlingSchema.optional(),
   lroDelayMs: z.number().int().min(0).max(60_000).default(0),
   kind: z.enum(['vault', 'managedhsm']).optional(),
+  shortPageRate: z.number().min(0).max(1).default(0.25),
   sku: z.enum(['standard', 'premium']).default('premium'),
   permissionModel: z.enum(['accessPolicy', 'rbac']).optional(),
   allowSymmetricKeys: z.boolean().optional(),
@@ -335,6 +341,7 @@ export async function startDevVault(options: DevVaultOptions): Promise<DevVault>
     kind,
     sku: opts.sku,
     allowSymmetricKeys: kind === 'managedhsm' || (opts.allowSymmetricKeys ?? opts.kind === undefined),
+    shortPageRate: opts.shortPageRate,
   });
   const faults = new Faults();
   if (opts.latency !== undefined) faults.latency = opts.latency;

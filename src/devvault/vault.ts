@@ -9,7 +9,7 @@
  * date passing). With lroDelayMs > 0, delete and recover stay "in progress" that long, so the SDK's
  * pollers see what they see against Azure: a 404 from getDeletedKey/getKey until the operation finishes.
  */
-import { randomBytes } from 'node:crypto';
+import { createHash, randomBytes } from 'node:crypto';
 import { z } from 'zod';
 import { type ThrottleCharge, throttleClassOf } from './controls';
 import { kvErrors } from './errors';
@@ -57,6 +57,26 @@ export interface VaultSettings {
    * them). Default: true when `kind` is absent, else false.
    */
   readonly allowSymmetricKeys?: boolean;
+  /**
+   * Probability in [0, 1] that a list page is short (fewer items than maxresults, possibly none) while a
+   * nextLink follows, as Key Vault's pages can be. Default 0: full pages.
+   */
+  readonly shortPageRate?: number;
+}
+
+const skiptokenSchema = z.strictObject({
+  a: z.string().nullable(),
+  n: z.number().int().min(0),
+  e: z.boolean(),
+});
+
+function parseJson(text: string | undefined): unknown {
+  if (text === undefined) return undefined;
+  try {
+    return JSON.parse(text);
+  } catch {
+    return undefined;
+  }
 }
 
 /** Key Vault's page size cap and default for list operations. */
@@ -163,6 +183,8 @@ export class Vault {
   private readonly now: () => number;
   /** In-flight delete/recover completions by lower-cased name (ms timestamps); never persisted. */
   private readonly pending = new Map<string, { kind: 'deleting' | 'recovering'; until: number }>();
+  /** Seeds which list pages are short (see page()). */
+  private readonly salt = randomBytes(8).toString('hex');
 
   constructor(
     private readonly store: KeyStore,
@@ -290,9 +312,13 @@ export class Vault {
   }
 
   /**
-   * One page of `items` sorted by `sortKey`, Key Vault style: at most `maxresults` (default and cap 25)
-   * values, and a nextLink carrying an opaque $skiptoken when more remain. nextLink is omitted on the
-   * last page (Key Vault sends null there, which the swagger's string type does not allow).
+   * One page of `items` in `sortKey` order, as Key Vault pages: at most `maxresults` (default and cap 25)
+   * values and a nextLink with an opaque $skiptoken while more remain; and, like Key Vault, pages may be
+   * short or even empty while a nextLink follows (the service stops a page early, e.g. when it skips
+   * items it will not return). Which pages are short is decided by a PRNG seeded by the vault's salt, the
+   * listing and the page number, so a listing is reproducible within a run but not across vaults. An empty
+   * page is never followed by another empty one, so every listing ends. nextLink is omitted on the last
+   * page (Key Vault sends null there, which the swagger's string type does not allow).
    */
   private page<T>(
     items: T[],
@@ -307,26 +333,39 @@ export class Vault {
         throw kvErrors.badParameter(`maxresults must be an integer from 1 to ${MAX_RESULTS}.`);
       }
     }
-    let after: string | undefined;
+    let cursor: { a: string | null; n: number; e: boolean } = { a: null, n: 0, e: false };
     if (query.skiptoken !== undefined && query.skiptoken !== null) {
-      const decoded = decodeBase64url(query.skiptoken)?.toString('utf8');
-      if (decoded === undefined || !decoded.startsWith('after:'))
-        throw kvErrors.badParameter('Invalid $skiptoken.');
-      after = decoded.slice('after:'.length);
+      const parsed = skiptokenSchema.safeParse(parseJson(decodeBase64url(query.skiptoken)?.toString('utf8')));
+      if (!parsed.success) throw kvErrors.badParameter('Invalid $skiptoken.');
+      cursor = parsed.data;
     }
+    const after = cursor.a;
     const sorted = items
       .map((item) => ({ item, key: sortKey(item) }))
       .sort((a, b) => (a.key < b.key ? -1 : a.key > b.key ? 1 : 0))
-      .filter((x) => after === undefined || x.key > after);
-    const pageItems = sorted.slice(0, max);
+      .filter((x) => after === null || x.key > after);
+    const size = Math.min(max, this.pageSize(query.link, cursor.n, max, cursor.e));
+    const pageItems = sorted.slice(0, size);
     const body: Json = { value: pageItems.map((x) => render(x.item)) };
-    const last = pageItems.at(-1);
-    if (sorted.length > max && last !== undefined) {
-      const token = Buffer.from(`after:${last.key}`).toString('base64url');
+    if (sorted.length > size) {
+      const token = Buffer.from(
+        JSON.stringify({ a: pageItems.at(-1)?.key ?? after, n: cursor.n + 1, e: size === 0 }),
+      ).toString('base64url');
       body['nextLink'] =
         `${query.link}?api-version=${encodeURIComponent(query.apiVersion)}&$skiptoken=${token}&maxresults=${max}`;
     }
     return body;
+  }
+
+  /** How many items page `n` of a listing holds (see page()); `max` when pages are never short. */
+  private pageSize(link: string, n: number, max: number, previousEmpty: boolean): number {
+    const rate = this.settings.shortPageRate ?? 0;
+    if (rate <= 0) return max;
+    const h = createHash('sha256').update(`${this.salt}|${link}|${n}`).digest();
+    if (h.readUInt32BE(0) / 2 ** 32 >= rate) return max;
+    // A third of short pages are empty, the rest hold 0 … max-1 items.
+    const short = h.readUInt32BE(8) % 3 === 0 ? 0 : h.readUInt32BE(4) % max;
+    return short === 0 && previousEmpty ? 1 : short;
   }
 
   // ---- attributes from requests ----------------------------------------------------------------------
@@ -480,17 +519,18 @@ export class Vault {
     );
   }
 
-  /** GetKeyVersions: GET /keys/{name}/versions — one item per version, oldest first. */
+  /** GetKeyVersions: GET /keys/{name}/versions — one item per version, in no promised order. */
   async getKeyVersions(
     base: string,
     name: string,
     query: { maxresults?: string | null; skiptoken?: string | null; apiVersion: string },
   ): Promise<Json> {
     const record = await this.live(name);
-    const order = new Map(record.versions.map((v, i) => [v.version, String(i).padStart(8, '0')]));
+    // Key Vault promises no order of versions; the dev vault lists them by version id, which is random,
+    // so a client that takes the last listed version for the newest one is caught.
     return this.page(
       [...record.versions],
-      (v) => order.get(v.version) ?? v.version,
+      (v) => v.version,
       (v) => ({
         kid: `${base}/keys/${record.name}/${v.version}`,
         attributes: this.attributes(v),
