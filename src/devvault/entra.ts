@@ -384,8 +384,10 @@ export async function startDevEntra(
         error_description: 'managed identity endpoint unavailable',
       });
     }
-    const imds = url.pathname === '/metadata/identity/oauth2/token';
-    const appService = url.pathname === '/msi/token';
+    // MSAL's UrlString adds a trailing slash to the IMDS path; accept both forms.
+    const path = url.pathname.replace(/\/$/, '');
+    const imds = path === '/metadata/identity/oauth2/token';
+    const appService = path === '/msi/token';
     if (!imds && !appService) return json(res, 404, { error: 'not_found' });
     if (imds && req.headers['metadata'] !== 'true') {
       // IMDS answers 400 without the Metadata header (what identity's availability probe relies on).
