@@ -76,7 +76,7 @@ export type {
   ThrottleClass,
   ThrottleSettings,
 } from './controls';
-export { AZURE_KEY_LIMITS_PER_10S } from './controls';
+export { AZURE_KEY_LIMITS_PER_10S, MANAGED_HSM_LIMITS_PER_10S } from './controls';
 export type { DevEntra, DevEntraOptions, DevEntraPrincipalOptions, EndpointState } from './entra';
 export { startDevEntra } from './entra';
 export { DevVaultStoreError } from './store';
@@ -345,7 +345,10 @@ export async function startDevVault(options: DevVaultOptions): Promise<DevVault>
   });
   const faults = new Faults();
   if (opts.latency !== undefined) faults.latency = opts.latency;
-  const throttle = new Throttle(opts.throttling);
+  // A Managed HSM throttles by its own per-partition figures (controls.ts MANAGED_HSM_LIMITS_PER_10S).
+  const withKind = (t: ThrottleSettings): ThrottleSettings =>
+    kind === 'managedhsm' ? { ...t, managedHsm: true } : t;
+  const throttle = new Throttle(opts.throttling === undefined ? undefined : withKind(opts.throttling));
   let throttling: ThrottleSettings = opts.throttling ?? { enabled: false };
   const counters = new Counters();
 
@@ -355,7 +358,7 @@ export async function startDevVault(options: DevVaultOptions): Promise<DevVault>
     if (update.dropRate !== undefined) faults.dropRate = update.dropRate;
     if (update.throttling !== undefined) {
       throttling = update.throttling;
-      throttle.configure(update.throttling);
+      throttle.configure(withKind(update.throttling));
     }
     if (update.forcedAnswers !== undefined) forced.set(update.forcedAnswers);
   };

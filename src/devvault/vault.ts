@@ -253,7 +253,7 @@ export class Vault {
     const record = name === undefined ? undefined : this.store.get(name);
     const v = version === '' ? record?.versions.at(-1) : record?.versions.find((x) => x.version === version);
     if (v === undefined) return { kind: 'vault' };
-    return { kind: 'key', cls: throttleClassOf(v.kty, this.store.material(v.version).size) };
+    return { kind: 'key', cls: throttleClassOf(v.kty, this.store.material(v.version).size), op: operation };
   }
 
   // ---- responses ------------------------------------------------------------------------------------
