@@ -13,6 +13,7 @@
 import assert from 'node:assert/strict';
 import { randomBytes } from 'node:crypto';
 import { writeFileSync } from 'node:fs';
+import { request as httpsRequest } from 'node:https';
 import { join } from 'node:path';
 import { after, before, test } from 'node:test';
 import {
@@ -329,6 +330,45 @@ test('outages: the managed identity endpoint refuses connections, answers 503, t
       await useVault(fresh());
     },
   );
+});
+
+test('admin surface: POST /_sealbox/entra sets the token lifetime and outages', async () => {
+  const post = (body: unknown) =>
+    new Promise<number>((resolve, reject) => {
+      const req = httpsRequest(
+        {
+          host: '127.0.0.1',
+          port: tv.vault.port,
+          method: 'POST',
+          path: '/_sealbox/entra',
+          ca: tv.vault.caPem,
+          agent: false,
+          headers: { authorization: `Bearer ${tv.vault.adminToken}`, 'content-type': 'application/json' },
+        },
+        (res) => {
+          res.resume();
+          res.on('end', () => resolve(res.statusCode ?? 0));
+        },
+      );
+      req.on('error', reject);
+      req.end(JSON.stringify(body));
+    });
+  const entra = tv.vault.entra!;
+  const credential = new ClientSecretCredential(
+    entra.tenantId,
+    entra.principal('sealbox-app')!.clientId,
+    SECRET,
+    { ...credentialOptions(), retryOptions: { maxRetries: 0 } },
+  );
+  await credential.getToken('https://localhost/.default');
+  assert.equal(await post({ tokenEndpoint: 503, tokenLifetimeSec: 600 }), 204);
+  await assert.rejects(credential.getToken('https://admin-1.localhost/.default'), /AADSTS90033/);
+  assert.equal(await post({ tokenEndpoint: 'up' }), 204);
+  const token = await credential.getToken('https://admin-2.localhost/.default');
+  const lifetime = (token?.expiresOnTimestamp ?? 0) - Date.now();
+  assert.ok(lifetime > 590_000 && lifetime <= 600_000, `token lives ${lifetime} ms`);
+  assert.equal(await post({ tokenLifetimeSec: 3600 }), 204);
+  assert.equal(await post({ tokenEndpoint: 'down' }), 400);
 });
 
 test('static identity tokens keep working beside Entra principals', async () => {
