@@ -23,7 +23,8 @@ import type { KeyClientOptions } from '@azure/keyvault-keys';
 
 /**
  * A sealbox `keys.<alias>` entry for key `keyName` in a dev vault, authenticating with `token` (a
- * static token: the dev vault's only credential) and trusting only the vault's CA.
+ * static identity token; sealbox's config has no credential kind for the embedded Entra ID yet) and
+ * trusting only the vault's CA.
  */
 export function sealboxKeyConfig(
   vault: { readonly url: string; readonly caFile: string },

@@ -5,6 +5,9 @@
  * without an Azure subscription. See docs/devvault.md for what it implements and where it differs from
  * Key Vault.
  *
+ * Options choose the vault kind (`vault` or `managedhsm`), the permission model and, optionally, an
+ * embedded Entra ID (entra.ts) whose tokens the vault accepts beside static identity tokens.
+ *
  * Data directory layout:
  *   keys/<name>.json   one file per key name (store.ts), mode 0600
  *   tls/               CA and server certificate (tls.ts); clients trust tls/ca.pem

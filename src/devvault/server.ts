@@ -6,14 +6,18 @@
  *   1. injected latency, then an injected drop (socket destroyed) or 500/503;
  *   2. routing (404/405 for anything that is not a keys operation);
  *   3. api-version (2025-07-01, 7.6 or 7.5; anything else is Key Vault's BadParameter);
- *   4. bearer challenge: no token → 401 with Key Vault's WWW-Authenticate challenge; a token that maps to
- *      no identity → 401 as well;
- *   5. the identity's access-policy permission for the operation → 403 ForbiddenByPolicy;
- *   6. throttling (429 + Retry-After; 429s are not counted against the window);
- *   7. the operation itself (vault.ts).
+ *   4. bearer challenge: no token → 401 with Key Vault's WWW-Authenticate challenge; a static identity
+ *      token, or a JWT of the embedded Entra ID (verified: signature, issuer, audience, expiry), names the
+ *      principal; anything else → 401 as well;
+ *   5. a forced answer scripted for this operation (controls.ts ForcedAnswers), if any;
+ *   6. the principal's permission under the vault's model (access.ts): access policy → 403
+ *      Forbidden/AccessDenied, Azure RBAC → 403 Forbidden/ForbiddenByRbac, Managed HSM → 403 AccessDenied;
+ *   7. throttling (429 + Retry-After; 429s are not counted against the window);
+ *   8. the operation itself (vault.ts).
  * Counters count requests per operation (and per operation and key name) once they pass step 4.
  *
- * Admin requests (`/_sealbox/counters`, `/_sealbox/reset`, `/_sealbox/faults`) need the admin token, skip
+ * Admin requests (`/_sealbox/counters`, `/_sealbox/reset`, `/_sealbox/faults`, `/_sealbox/access`,
+ * `/_sealbox/entra`) need the admin token, skip
  * faults, throttling and counters, and can never collide with a Key Vault path.
  */
 import { createHash, randomUUID, timingSafeEqual } from 'node:crypto';
