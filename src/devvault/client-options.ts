@@ -109,3 +109,26 @@ export function staticTokenCredential(token: string): TokenCredential {
     },
   };
 }
+
+/**
+ * Options that point an @azure/identity credential (WorkloadIdentityCredential, ClientSecretCredential,
+ * ClientAssertionCredential, DefaultAzureCredential) at a dev vault's embedded Entra ID: its authority
+ * host and tenant, no instance discovery (MSAL would ask login.microsoftonline.com about the host and
+ * refuse it), and the pipeline policy that trusts the dev CA. ManagedIdentityCredential ignores these
+ * (its endpoints are plain HTTP, chosen by environment variables; docs/devvault.md).
+ */
+export function devEntraCredentialOptions(
+  vault: DevVaultEndpoint & {
+    readonly entra?: { readonly authorityHost: string; readonly tenantId: string };
+  },
+) {
+  if (vault.entra === undefined) {
+    throw new Error('this dev vault has no embedded Entra ID: start it with the entra option');
+  }
+  return {
+    authorityHost: vault.entra.authorityHost,
+    tenantId: vault.entra.tenantId,
+    disableInstanceDiscovery: true,
+    additionalPolicies: devVaultClientOptions(vault).additionalPolicies ?? [],
+  };
+}

@@ -71,7 +71,12 @@ export type {
 } from './access';
 export { MANAGED_HSM_ROLES, VAULT_ROLES } from './access';
 // Re-exports: everything callers need comes from this module.
-export { devVaultClientOptions, sealboxKeyConfig, staticTokenCredential } from './client-options';
+export {
+  devEntraCredentialOptions,
+  devVaultClientOptions,
+  sealboxKeyConfig,
+  staticTokenCredential,
+} from './client-options';
 export type {
   ForcedAnswerKind,
   ForcedAnswerStep,

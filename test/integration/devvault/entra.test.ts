@@ -24,7 +24,11 @@ import {
   WorkloadIdentityCredential,
 } from '@azure/identity';
 import { CryptographyClient, KeyClient } from '@azure/keyvault-keys';
-import { devVaultClientOptions, staticTokenCredential } from '../../../src/devvault';
+import {
+  devEntraCredentialOptions,
+  devVaultClientOptions,
+  staticTokenCredential,
+} from '../../../src/devvault';
 import { VECTORS_DIR } from '../../helpers/paths';
 import { assertNoPrivateMaterial, rejectsKv, startTestVault, type TestVault, TOKENS } from './harness';
 import { keyVaultSwagger } from './swagger';
@@ -61,13 +65,7 @@ after(async () => {
 
 /** Options every credential needs against the dev Entra ID: its authority host, no instance discovery, its CA. */
 function credentialOptions() {
-  const entra = tv.vault.entra!;
-  return {
-    tenantId: entra.tenantId,
-    authorityHost: entra.authorityHost,
-    disableInstanceDiscovery: true,
-    additionalPolicies: devVaultClientOptions(tv.vault).additionalPolicies ?? [],
-  };
+  return devEntraCredentialOptions(tv.vault);
 }
 
 /** Wraps and unwraps through the real SDK with `credential`, and reads the key: proves the token works. */
