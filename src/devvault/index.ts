@@ -101,7 +101,8 @@ export interface DevVaultOptions {
   port?: number;
   /**
    * Bearer token → identity with access-policy permissions. When omitted, one identity "dev" with every
-   * permission is created; its token is in DevVault.devToken and `<dataDir>/dev-token`.
+   * permission is created (under RBAC: Key Vault Administrator; on a managedhsm: Managed HSM Crypto User
+   * and Crypto Officer, all at "/"); its token is in DevVault.devToken and `<dataDir>/dev-token`.
    */
   identities?: Record<string, { name: string; permissions: KeyPermission[] }>;
   /** Soft-delete retention, 7..90 days; default 90. */
@@ -332,6 +333,14 @@ export async function startDevVault(options: DevVaultOptions): Promise<DevVault>
     (entra === undefined ? undefined : (token: string) => entra.verify(token, challengeResourceOf(kind)));
   const access = new AccessControl(kind, permissionModel);
   for (const [, identity] of identities) access.setAccessPolicy(identity.name, identity.permissions);
+  if (devToken !== undefined && (kind === 'managedhsm' || permissionModel === 'rbac')) {
+    // The default identity may do everything in every permission model.
+    const roles: RoleName[] =
+      kind === 'managedhsm'
+        ? ['Managed HSM Crypto User', 'Managed HSM Crypto Officer']
+        : ['Key Vault Administrator'];
+    for (const role of roles) access.assignRole({ principal: 'dev', role, scope: '/' });
+  }
   for (const p of opts.accessPolicies ?? []) access.setAccessPolicy(p.principal, p.permissions);
   for (const a of opts.roleAssignments ?? []) access.assignRole(a);
   const applyChange = (change: z.infer<typeof accessChangeSchema>): void => {

@@ -8,11 +8,18 @@
  */
 import assert from 'node:assert/strict';
 import { randomBytes } from 'node:crypto';
+import { mkdtempSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, test } from 'node:test';
 import { ClientSecretCredential } from '@azure/identity';
 import { CryptographyClient, KeyClient } from '@azure/keyvault-keys';
-import { type DevVaultExchange, devVaultClientOptions, staticTokenCredential } from '../../../src/devvault';
+import {
+  type DevVaultExchange,
+  devVaultClientOptions,
+  startDevVault,
+  staticTokenCredential,
+} from '../../../src/devvault';
 import { VECTORS_DIR } from '../../helpers/paths';
 import {
   assertNoPrivateMaterial,
@@ -258,6 +265,33 @@ test('managedhsm: URL form, HSM key types, AES key wrap and RSA-OAEP-256, local 
       /a managedhsm has local RBAC only/,
     );
   });
+});
+
+test('the default dev identity may do everything in every permission model', async () => {
+  for (const options of [{ kind: 'vault', permissionModel: 'rbac' }, { kind: 'managedhsm' }] as const) {
+    const dir = mkdtempSync(join(tmpdir(), 'sealbox-devvault-'));
+    const vault = await startDevVault({ dataDir: dir, ...options, onResponse: (r) => records.push(r) });
+    try {
+      const keys = new KeyClient(
+        vault.url,
+        staticTokenCredential(vault.devToken ?? ''),
+        devVaultClientOptions(vault),
+      );
+      const key = await keys.createRsaKey('k', { hsm: true });
+      const crypto = new CryptographyClient(
+        key.id ?? '',
+        staticTokenCredential(vault.devToken ?? ''),
+        devVaultClientOptions(vault),
+      );
+      const wrapped = await crypto.wrapKey('RSA-OAEP-256', DEK);
+      assert.deepEqual(Buffer.from((await crypto.unwrapKey('RSA-OAEP-256', wrapped.result)).result), DEK);
+      await (await keys.beginDeleteKey('k', { intervalInMs: 20 })).pollUntilDone();
+      await keys.purgeDeletedKey('k');
+    } finally {
+      await vault.close();
+      rmSync(dir, { recursive: true, force: true });
+    }
+  }
 });
 
 test('every response validates against the swagger and carries no private key material', () => {
