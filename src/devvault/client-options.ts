@@ -23,7 +23,8 @@ import type { KeyClientOptions } from '@azure/keyvault-keys';
 
 /**
  * A sealbox `keys.<alias>` entry for key `keyName` in a dev vault, authenticating with `token` (a
- * static token: the dev vault's only credential) and trusting only the vault's CA.
+ * static identity token; sealbox's config has no credential kind for the embedded Entra ID yet) and
+ * trusting only the vault's CA.
  */
 export function sealboxKeyConfig(
   vault: { readonly url: string; readonly caFile: string },
@@ -106,5 +107,28 @@ export function staticTokenCredential(token: string): TokenCredential {
     async getToken(): Promise<AccessToken> {
       return { token, expiresOnTimestamp: Date.now() + 3_600_000, tokenType: 'Bearer' };
     },
+  };
+}
+
+/**
+ * Options that point an @azure/identity credential (WorkloadIdentityCredential, ClientSecretCredential,
+ * ClientAssertionCredential, DefaultAzureCredential) at a dev vault's embedded Entra ID: its authority
+ * host and tenant, no instance discovery (MSAL would ask login.microsoftonline.com about the host and
+ * refuse it), and the pipeline policy that trusts the dev CA. ManagedIdentityCredential ignores these
+ * (its endpoints are plain HTTP, chosen by environment variables; docs/devvault.md).
+ */
+export function devEntraCredentialOptions(
+  vault: DevVaultEndpoint & {
+    readonly entra?: { readonly authorityHost: string; readonly tenantId: string };
+  },
+) {
+  if (vault.entra === undefined) {
+    throw new Error('this dev vault has no embedded Entra ID: start it with the entra option');
+  }
+  return {
+    authorityHost: vault.entra.authorityHost,
+    tenantId: vault.entra.tenantId,
+    disableInstanceDiscovery: true,
+    additionalPolicies: devVaultClientOptions(vault).additionalPolicies ?? [],
   };
 }

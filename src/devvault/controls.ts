@@ -56,11 +56,32 @@ export interface ThrottleSettings {
   readonly limitsPer10s?: Partial<Record<ThrottleClass, number>>;
   /** Window length; 10 000 ms as in Azure. Shorter windows keep 429 + Retry-After tests fast. */
   readonly windowMs?: number;
+  /**
+   * Managed HSM figures (MANAGED_HSM_LIMITS_PER_10S, one budget per class and direction) instead of Key
+   * Vault's weighted sum; set by the dev vault for kind managedhsm. limitsPer10s still overrides a class.
+   */
+  readonly managedHsm?: boolean;
 }
+
+/**
+ * Managed HSM throughput per partition, in operations per 10 s, by key class and direction: the scaling
+ * figures quoted in sealbox issue 13 from Microsoft's Managed HSM scaling guidance (RSA-2048 unwrap
+ * ≈ 1,100/s, wrap ≈ 2,200/s; AES-256 key wrap ≈ 2,100/s). AES unwrap is taken equal to wrap, and RSA
+ * 3072/4096 scale as Key Vault's HSM limits do (÷4, ÷8): inferred. "private" is unwrapKey/decrypt (the
+ * private-key side), "public" wrapKey/encrypt; other operations on a key count as "public".
+ */
+export const MANAGED_HSM_LIMITS_PER_10S: Readonly<
+  Record<'rsaHsm2048' | 'rsaHsm3072' | 'rsaHsm4096' | 'oct', { private: number; public: number }>
+> = {
+  rsaHsm2048: { private: 11_000, public: 22_000 },
+  rsaHsm3072: { private: 2_750, public: 5_500 },
+  rsaHsm4096: { private: 1_375, public: 2_750 },
+  oct: { private: 21_000, public: 21_000 },
+};
 
 /** What one request costs: a key transaction of a class, a create, or a vault transaction. */
 export type ThrottleCharge =
-  | { readonly kind: 'key'; readonly cls: ThrottleClass }
+  | { readonly kind: 'key'; readonly cls: ThrottleClass; readonly op?: string }
   | { readonly kind: 'create'; readonly hsm: boolean }
   | { readonly kind: 'vault' };
 
@@ -77,6 +98,8 @@ export class Throttle {
   private settings: ThrottleSettings = { enabled: false };
   private windowStart = 0;
   private readonly used = { key: 0, create: 0, vault: 0 };
+  /** Managed HSM budgets by "class:direction". */
+  private readonly hsmUsed = new Map<string, number>();
 
   constructor(
     settings: ThrottleSettings | undefined,
@@ -90,6 +113,7 @@ export class Throttle {
     this.settings = settings;
     this.windowStart = 0;
     this.used.key = this.used.create = this.used.vault = 0;
+    this.hsmUsed.clear();
   }
 
   /**
@@ -103,6 +127,20 @@ export class Throttle {
     if (now - this.windowStart >= windowMs) {
       this.windowStart = now;
       this.used.key = this.used.create = this.used.vault = 0;
+      this.hsmUsed.clear();
+    }
+    if (this.settings.managedHsm === true && charge.kind === 'key') {
+      const dir = charge.op === 'unwrapKey' || charge.op === 'decrypt' ? 'private' : 'public';
+      const cls =
+        charge.cls in MANAGED_HSM_LIMITS_PER_10S
+          ? (charge.cls as keyof typeof MANAGED_HSM_LIMITS_PER_10S)
+          : 'rsaHsm2048';
+      const limit = this.settings.limitsPer10s?.[charge.cls] ?? MANAGED_HSM_LIMITS_PER_10S[cls][dir];
+      const bucket = `${cls}:${dir}`;
+      const used = this.hsmUsed.get(bucket) ?? 0;
+      if (used + 1 > limit) return Math.max(1, Math.ceil((this.windowStart + windowMs - now) / 1000));
+      this.hsmUsed.set(bucket, used + 1);
+      return undefined;
     }
     const weight = 1 / this.limitOf(charge);
     // The epsilon keeps exactly-at-limit sums of 1/limit from failing on float rounding.
@@ -174,5 +212,77 @@ export class Counters {
 
   reset(): void {
     this.counts.clear();
+  }
+}
+
+/**
+ * Answers a test can force on the next requests of some operations, in place of normal handling: the
+ * refusals a KEK client meets in production (network rules, access policy, RBAC, an unauthenticated
+ * token). Bodies are built by the server with the caller's real identity, so a forced answer looks
+ * exactly like the vault refusing on its own.
+ */
+export type ForcedAnswerKind =
+  | 'ForbiddenByFirewall'
+  | 'ForbiddenByConnection'
+  | 'AccessDenied'
+  | 'ForbiddenByPolicy'
+  | 'ForbiddenByRbac'
+  | 'Unauthorized';
+
+/** Every ForcedAnswerKind, for validation. */
+export const FORCED_ANSWER_KINDS: readonly ForcedAnswerKind[] = [
+  'ForbiddenByFirewall',
+  'ForbiddenByConnection',
+  'AccessDenied',
+  'ForbiddenByPolicy',
+  'ForbiddenByRbac',
+  'Unauthorized',
+];
+
+/** One step of a forced-answer script: the next `count` matching requests get `answer`. */
+export interface ForcedAnswerStep {
+  /** Operation names as the counters use them (wrapKey, unwrapKey, getKey, …); absent = every operation. */
+  readonly operations?: readonly string[];
+  /** Only requests naming this key (case-insensitive); absent = any key. */
+  readonly keyName?: string;
+  readonly count: number;
+  readonly answer: ForcedAnswerKind;
+}
+
+/**
+ * A script of forced answers. Steps are used in order: a request takes one use from the first step it
+ * matches that has uses left; a step with none left is dropped. When no step matches, handling is normal.
+ * Postcondition: after `count` matching requests, a step never answers again.
+ */
+export class ForcedAnswers {
+  private steps: Array<{ step: ForcedAnswerStep; left: number }> = [];
+
+  /** Replaces the script. */
+  set(steps: readonly ForcedAnswerStep[]): void {
+    this.steps = steps.map((step) => ({ step, left: step.count }));
+  }
+
+  /** Appends steps to the script. */
+  add(steps: readonly ForcedAnswerStep[]): void {
+    this.steps.push(...steps.map((step) => ({ step, left: step.count })));
+  }
+
+  /** The forced answer for this request, consuming one use, or undefined for normal handling. */
+  take(operation: string, keyName: string | undefined): ForcedAnswerKind | undefined {
+    const entry = this.steps.find(
+      ({ step, left }) =>
+        left > 0 &&
+        (step.operations === undefined || step.operations.includes(operation)) &&
+        (step.keyName === undefined || step.keyName.toLowerCase() === keyName?.toLowerCase()),
+    );
+    if (entry === undefined) return undefined;
+    entry.left -= 1;
+    this.steps = this.steps.filter((e) => e.left > 0);
+    return entry.step.answer;
+  }
+
+  /** What is left of the script (for GET /_sealbox/faults). */
+  remaining(): ForcedAnswerStep[] {
+    return this.steps.map(({ step, left }) => ({ ...step, count: left }));
   }
 }

@@ -109,8 +109,9 @@ export const kvErrors = {
   },
 
   /**
-   * 403 from the vault's access policy. The caller string has the shape Key Vault prints
-   * ("appid=…;oid=…;iss=https://sts.windows.net/<tenant>/"), built from the identity's name.
+   * 403 with inner ForbiddenByPolicy and the access-policy wording: what this dev vault answered for a
+   * missing permission before issue 13. Azure's access-policy answer is accessDenied; this one is only
+   * sent as a forced answer (ForcedAnswers), for clients that must handle both. Inferred.
    */
   forbiddenByPolicy(caller: string, permission: string, vaultName: string): KvError {
     return new KvError(
@@ -120,6 +121,98 @@ export const kvErrors = {
         `'${vaultName};location=local'. ${POLICY_HELP}`,
       'ForbiddenByPolicy',
     );
+  },
+
+  /**
+   * 403 from a vault's access policy, as Azure sends it: outer Forbidden, inner AccessDenied, the caller
+   * string and "does not have keys <perm> permission on key vault '<name>;location=<region>'" (recorded in
+   * turbot/steampipe-plugin-azure#127 and hashicorp/terraform-provider-azurerm#17015 for secrets).
+   */
+  accessDenied(caller: string, permission: string, vaultRef: string): KvError {
+    return new KvError(
+      403,
+      'Forbidden',
+      `The user, group or application '${caller}' does not have keys ${permission} permission on key vault ` +
+        `'${vaultRef}'. ${POLICY_HELP}`,
+      'AccessDenied',
+    );
+  },
+
+  /**
+   * 403 from Azure RBAC on a vault (enableRbacAuthorization): outer Forbidden, inner ForbiddenByRbac, the
+   * multi-line message with Caller, Action (the data action), Resource, Assignment and Vault (recorded in
+   * piyushsachdeva/Terraform_AKS#2 and hashicorp/terraform-provider-azurerm#27817).
+   */
+  forbiddenByRbac(caller: string, action: string, resource: string, vaultRef: string): KvError {
+    return new KvError(
+      403,
+      'Forbidden',
+      'Caller is not authorized to perform action on resource.\r\nIf role assignments, deny assignments or ' +
+        'role definitions were changed recently, please observe propagation time.\r\n' +
+        `Caller: ${caller}\r\nAction: '${action}'\r\nResource: '${resource}'\r\nAssignment: (not found)\r\n` +
+        `DenyAssignmentId: null\r\nDecisionReason: 'DeniedWithNoValidRBAC' \r\nVault: ${vaultRef}\r\n`,
+      'ForbiddenByRbac',
+    );
+  },
+
+  /**
+   * 403 from Managed HSM local RBAC. Recorded as "(AccessDenied) Not authorized to access
+   * Microsoft.KeyVault/managedHsm/keys/create on '/keys'" (Azure CLI output quoted in
+   * Azure/azure-cli#32719 and a Microsoft sample script): code AccessDenied; the activity id suffix is
+   * Azure's, with a fresh GUID here.
+   */
+  managedHsmAccessDenied(action: string, scope: string, activityId: string): KvError {
+    return new KvError(
+      403,
+      'AccessDenied',
+      `Not authorized to access ${action} on '${scope}' (Activity ID: ${activityId})`,
+    );
+  },
+
+  /**
+   * 403 from a vault's firewall (network ACL default Deny, client address not listed), as recorded in
+   * hashicorp/terraform-provider-azurerm#20742: inner ForbiddenByFirewall.
+   */
+  forbiddenByFirewall(clientAddress: string, caller: string, vaultRef: string): KvError {
+    return new KvError(
+      403,
+      'Forbidden',
+      'Client address is not authorized and caller is not a trusted service.\r\n' +
+        `Client address: ${clientAddress}\r\nCaller: ${caller}\r\nVault: ${vaultRef}`,
+      'ForbiddenByFirewall',
+    );
+  },
+
+  /**
+   * 403 when public network access is disabled: the message recorded in
+   * Azure/secrets-store-csi-driver-provider-azure#873; the inner code ForbiddenByConnection is inferred
+   * (named in sealbox issue 13, no recording found).
+   */
+  forbiddenByConnection(): KvError {
+    return new KvError(
+      403,
+      'Forbidden',
+      'Public network access is disabled and request is not from a trusted service nor via an approved private link.',
+      'ForbiddenByConnection',
+    );
+  },
+
+  /**
+   * 400 for a key type the vault kind cannot hold: Azure's answer to kty oct on a vault, recorded in
+   * Azure/azure-sdk-for-net#13437 and Azure/azure-sdk-for-js#26212 ("Invalid kty value: oct", inner
+   * KeyTypeNotSupported).
+   */
+  keyTypeNotSupported(kty: string): KvError {
+    return new KvError(400, 'BadParameter', `Invalid kty value: ${kty}`, 'KeyTypeNotSupported');
+  },
+
+  /**
+   * 403 for an HSM key on a Standard vault: "Hardware key operation not allowed on standard vault"
+   * (Azure/azure-sdk-for-net#6551, MicrosoftDocs/azure-docs#63888; the status is 403 per
+   * MicrosoftDocs/azure-docs#34948). No inner code was recorded.
+   */
+  hardwareKeyOnStandard(): KvError {
+    return new KvError(403, 'Forbidden', 'Hardware key operation not allowed on standard vault');
   },
 
   /** 409 when create/import names a soft-deleted key. Wording from Key Vault's secrets equivalent. */

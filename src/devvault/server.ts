@@ -6,14 +6,18 @@
  *   1. injected latency, then an injected drop (socket destroyed) or 500/503;
  *   2. routing (404/405 for anything that is not a keys operation);
  *   3. api-version (2025-07-01, 7.6 or 7.5; anything else is Key Vault's BadParameter);
- *   4. bearer challenge: no token → 401 with Key Vault's WWW-Authenticate challenge; a token that maps to
- *      no identity → 401 as well;
- *   5. the identity's access-policy permission for the operation → 403 ForbiddenByPolicy;
- *   6. throttling (429 + Retry-After; 429s are not counted against the window);
- *   7. the operation itself (vault.ts).
+ *   4. bearer challenge: no token → 401 with Key Vault's WWW-Authenticate challenge; a static identity
+ *      token, or a JWT of the embedded Entra ID (verified: signature, issuer, audience, expiry), names the
+ *      principal; anything else → 401 as well;
+ *   5. a forced answer scripted for this operation (controls.ts ForcedAnswers), if any;
+ *   6. the principal's permission under the vault's model (access.ts): access policy → 403
+ *      Forbidden/AccessDenied, Azure RBAC → 403 Forbidden/ForbiddenByRbac, Managed HSM → 403 AccessDenied;
+ *   7. throttling (429 + Retry-After; 429s are not counted against the window);
+ *   8. the operation itself (vault.ts).
  * Counters count requests per operation (and per operation and key name) once they pass step 4.
  *
- * Admin requests (`/_sealbox/counters`, `/_sealbox/reset`, `/_sealbox/faults`) need the admin token, skip
+ * Admin requests (`/_sealbox/counters`, `/_sealbox/reset`, `/_sealbox/faults`, `/_sealbox/access`,
+ * `/_sealbox/entra`) need the admin token, skip
  * faults, throttling and counters, and can never collide with a Key Vault path.
  */
 import { createHash, randomUUID, timingSafeEqual } from 'node:crypto';
@@ -21,7 +25,16 @@ import type { IncomingMessage, ServerResponse } from 'node:http';
 import { setTimeout as sleep } from 'node:timers/promises';
 import type { Logger } from 'pino';
 import { z } from 'zod';
-import type { Counters, Faults, Throttle, ThrottleSettings } from './controls';
+import { type AccessControl, dataActionOf, type Principal, type VaultKind } from './access';
+import {
+  type Counters,
+  type Faults,
+  FORCED_ANSWER_KINDS,
+  type ForcedAnswerKind,
+  type ForcedAnswers,
+  type Throttle,
+  type ThrottleSettings,
+} from './controls';
 import { KvError, kvErrors } from './errors';
 import type { CryptoOperation } from './keys';
 import type { Vault } from './vault';
@@ -88,23 +101,40 @@ export const API_VERSIONS = ['2025-07-01', '7.6', '7.5'] as const;
 export const DEV_TENANT_ID = '5ea1b0c0-de00-4000-8000-000000000001';
 
 /**
- * The challenge resource. The SDK asks its credential for `<resource>/.default` and, unless
+ * The challenge resource of a `vault`. The SDK asks its credential for `<resource>/.default` and, unless
  * disableChallengeResourceVerification is set, requires the request host to end with "." + the
  * resource's host. "https://localhost" therefore matches sealbox.localhost (as vault.azure.net matches
  * myvault.vault.azure.net) but can never match the bare host "localhost"; see client-options.ts.
  */
 export const CHALLENGE_RESOURCE = 'https://localhost';
 
-const CHALLENGE = `Bearer authorization="https://login.microsoftonline.com/${DEV_TENANT_ID}", resource="${CHALLENGE_RESOURCE}"`;
+/**
+ * The challenge resource of a `managedhsm`: Managed HSM's is https://managedhsm.azure.net, so the dev
+ * one is the same shape under localhost; `sealbox.managedhsm.localhost` passes the SDK's check against it.
+ */
+export const MANAGED_HSM_CHALLENGE_RESOURCE = 'https://managedhsm.localhost';
 
-/** The vault name used in access-policy messages. */
-const VAULT_NAME = 'sealbox-dev';
+/** The challenge resource of a vault kind. */
+export function challengeResourceOf(kind: VaultKind): string {
+  return kind === 'managedhsm' ? MANAGED_HSM_CHALLENGE_RESOURCE : CHALLENGE_RESOURCE;
+}
+
+/** The WWW-Authenticate challenge a vault of `kind` sends. */
+export function challengeOf(kind: VaultKind): string {
+  return `Bearer authorization="https://login.microsoftonline.com/${DEV_TENANT_ID}", resource="${challengeResourceOf(kind)}"`;
+}
 
 /** Largest request body accepted (JWK imports of RSA-4096 are about 4 KiB). */
 const MAX_BODY_BYTES = 1024 * 1024;
 
 /** Host names (without port) whose requests get ids under that same host. */
-const ID_HOSTS = new Set(['localhost', 'sealbox.localhost', '127.0.0.1', '[::1]']);
+const ID_HOSTS = new Set([
+  'localhost',
+  'sealbox.localhost',
+  'sealbox.managedhsm.localhost',
+  '127.0.0.1',
+  '[::1]',
+]);
 
 interface Route {
   /** swagger operationId */
@@ -128,11 +158,26 @@ interface RunContext {
 export interface HandlerDeps {
   readonly vault: Vault;
   readonly identities: ReadonlyMap<string, Identity>;
+  /** Vault kind, its name (in 403 messages) and who may do what. */
+  readonly kind: VaultKind;
+  readonly vaultName: string;
+  readonly access: AccessControl;
+  readonly forced: ForcedAnswers;
+  /**
+   * Verifies a bearer token that is not a static identity token (a JWT from the embedded Entra ID):
+   * the principal, or the KvError (401) to answer. Undefined when no Entra ID is attached.
+   */
+  readonly verifyToken?: (token: string) => Principal | KvError;
   readonly adminToken: string;
   readonly faults: Faults;
   readonly throttle: Throttle;
   readonly counters: Counters;
   readonly logger: Logger;
+  /** Applies a run-time access change (unvalidated JSON); returns a problem to report, or undefined. */
+  readonly changeAccess: (change: unknown) => string | undefined;
+  readonly getAccess: () => unknown;
+  /** Applies POST /_sealbox/entra (unvalidated JSON) when an Entra ID is embedded; returns a problem or undefined. */
+  readonly controlEntra?: (raw: unknown) => Promise<string | undefined>;
   /** Applies a validated fault update (shared with DevVault.setFaults). */
   readonly setFaults: (f: FaultUpdate) => void;
   readonly getFaults: () => unknown;
@@ -163,12 +208,22 @@ export const throttlingSchema = z.strictObject({
   windowMs: z.number().int().min(100).max(600_000).optional(),
 });
 
+/** One step of a forced-answer script (controls.ts ForcedAnswerStep). */
+export const forcedAnswerSchema = z.strictObject({
+  operations: z.array(z.string().min(1)).min(1).optional(),
+  keyName: z.string().min(1).optional(),
+  count: z.number().int().min(1).max(1_000_000),
+  answer: z.enum(FORCED_ANSWER_KINDS as [ForcedAnswerKind, ...ForcedAnswerKind[]]),
+});
+
 /** A fault update: fields present replace the current setting, absent fields stay. */
 export const faultUpdateSchema = z.strictObject({
   latency: latencySchema.optional(),
   errorRate: z.number().min(0).max(1).optional(),
   dropRate: z.number().min(0).max(1).optional(),
   throttling: throttlingSchema.optional(),
+  /** Replaces the forced-answer script; [] clears it. */
+  forcedAnswers: z.array(forcedAnswerSchema).optional(),
 });
 
 /** A validated fault update. */
@@ -220,13 +275,19 @@ async function handle(deps: HandlerDeps, req: IncomingMessage, res: ServerRespon
     if (!(API_VERSIONS as readonly string[]).includes(apiVersion)) {
       throw kvErrors.unsupportedApiVersion(apiVersion, API_VERSIONS[0]);
     }
-    const identity = authenticate(deps, req);
+    const principal = authenticate(deps, req);
     deps.counters.bump(
       route.op,
       ...(route.name === undefined ? [] : [`${route.op}/${route.name.toLowerCase()}`]),
     );
-    if (route.permission !== undefined && !identity.permissions.includes(route.permission)) {
-      throw kvErrors.forbiddenByPolicy(callerOf(identity), route.permission, VAULT_NAME);
+    const forced = deps.forced.take(route.op, route.name);
+    if (forced !== undefined) {
+      deps.counters.bump(`forced.${forced}`);
+      throw forcedError(deps, req, forced, principal, route);
+    }
+    if (route.permission !== undefined) {
+      const decision = deps.access.check(principal, route.op, route.permission, route.name);
+      if (!decision.allowed) throw refusal(deps, decision.model, decision.action, principal, route.name);
     }
     if (route.run === undefined) throw kvErrors.notImplemented(route.operationId);
     const body = await readJson(req);
@@ -249,28 +310,121 @@ async function handle(deps: HandlerDeps, req: IncomingMessage, res: ServerRespon
   }
 }
 
-/** Resolves the bearer token to an identity, or throws Key Vault's 401 challenge. */
-function authenticate(deps: HandlerDeps, req: IncomingMessage): Identity {
+/** Resolves the bearer token to a principal, or throws Key Vault's 401 challenge. */
+function authenticate(deps: HandlerDeps, req: IncomingMessage): Principal {
+  const challenge = challengeOf(deps.kind);
   const header = req.headers.authorization;
   if (header === undefined || header === '') {
-    throw kvErrors.unauthorized('AKV10000: Request is missing a Bearer or PoP token.', CHALLENGE);
+    throw kvErrors.unauthorized('AKV10000: Request is missing a Bearer or PoP token.', challenge);
   }
-  const match = /^Bearer (\S+)$/i.exec(header);
-  const identity = match?.[1] === undefined ? undefined : deps.identities.get(match[1]);
-  if (identity === undefined) {
-    throw kvErrors.unauthorized(
-      'The bearer token does not belong to any identity of this dev vault.',
-      CHALLENGE,
-    );
+  const token = /^Bearer (\S+)$/i.exec(header)?.[1];
+  const identity = token === undefined ? undefined : deps.identities.get(token);
+  if (identity !== undefined) return principalOfIdentity(identity);
+  if (token !== undefined && deps.verifyToken !== undefined) {
+    const verified = deps.verifyToken(token);
+    if (!(verified instanceof KvError)) return verified;
+    throw kvErrors.unauthorized(verified.message, challenge);
   }
-  return identity;
+  throw kvErrors.unauthorized(
+    'The bearer token does not belong to any identity of this dev vault.',
+    challenge,
+  );
 }
 
-/** The caller string of Key Vault's access-policy message, derived from the identity name. */
-function callerOf(identity: Identity): string {
+/**
+ * The principal of a static-token identity: client id = the identity name, object id derived from it,
+ * so access policies and role assignments may name either.
+ */
+export function principalOfIdentity(identity: Identity): Principal {
   const h = createHash('sha256').update(identity.name).digest('hex');
-  const oid = `${h.slice(0, 8)}-${h.slice(8, 12)}-${h.slice(12, 16)}-${h.slice(16, 20)}-${h.slice(20, 32)}`;
-  return `appid=${identity.name};oid=${oid};iss=https://sts.windows.net/${DEV_TENANT_ID}/`;
+  const objectId = `${h.slice(0, 8)}-${h.slice(8, 12)}-${h.slice(12, 16)}-${h.slice(16, 20)}-${h.slice(20, 32)}`;
+  return { name: identity.name, objectId, appId: identity.name, tenantId: DEV_TENANT_ID };
+}
+
+/** The caller string of Key Vault's 403 messages ("appid=…;oid=…;iss=https://sts.windows.net/<tenant>/"). */
+function callerOf(principal: Principal): string {
+  return `appid=${principal.appId};oid=${principal.objectId};iss=https://sts.windows.net/${principal.tenantId}/`;
+}
+
+/** "<name>;location=local", as Key Vault names itself in 403 messages. */
+function vaultRefOf(deps: HandlerDeps): string {
+  return `${deps.vaultName};location=local`;
+}
+
+/** The resource string of an RBAC refusal: the vault's (or key's) ARM id, lower case as Azure prints it. */
+function rbacResourceOf(deps: HandlerDeps, keyName: string | undefined): string {
+  const vault = `/subscriptions/00000000-0000-0000-0000-000000000000/resourcegroups/sealbox-dev/providers/microsoft.keyvault/vaults/${deps.vaultName}`;
+  return (keyName === undefined ? vault : `${vault}/keys/${keyName}`).toLowerCase();
+}
+
+/** The 403 a permission model answers when `principal` lacks `action` (a permission or a data action). */
+function refusal(
+  deps: HandlerDeps,
+  model: 'accessPolicy' | 'rbac' | 'managedhsm',
+  action: string,
+  principal: Principal,
+  keyName: string | undefined,
+): KvError {
+  switch (model) {
+    case 'accessPolicy':
+      return kvErrors.accessDenied(callerOf(principal), action, vaultRefOf(deps));
+    case 'rbac':
+      return kvErrors.forbiddenByRbac(
+        callerOf(principal),
+        action,
+        rbacResourceOf(deps, keyName),
+        vaultRefOf(deps),
+      );
+    case 'managedhsm':
+      return kvErrors.managedHsmAccessDenied(
+        action,
+        keyName === undefined ? '/keys' : `/keys/${keyName}`,
+        randomUUID(),
+      );
+  }
+}
+
+/** The error of a forced answer, with this request's caller, permission and key. */
+function forcedError(
+  deps: HandlerDeps,
+  req: IncomingMessage,
+  kind: ForcedAnswerKind,
+  principal: Principal,
+  route: Route,
+): KvError {
+  const permission = route.permission ?? 'get';
+  switch (kind) {
+    case 'ForbiddenByFirewall':
+      return kvErrors.forbiddenByFirewall(
+        (req.socket.remoteAddress ?? '127.0.0.1').replace(/^::ffff:/, ''),
+        callerOf(principal),
+        vaultRefOf(deps),
+      );
+    case 'ForbiddenByConnection':
+      return kvErrors.forbiddenByConnection();
+    case 'AccessDenied':
+      return kvErrors.accessDenied(callerOf(principal), permission, vaultRefOf(deps));
+    case 'ForbiddenByPolicy':
+      return kvErrors.forbiddenByPolicy(callerOf(principal), permission, deps.vaultName);
+    case 'ForbiddenByRbac':
+      return deps.kind === 'managedhsm'
+        ? kvErrors.managedHsmAccessDenied(
+            dataActionOf(deps.kind, route.op),
+            `/keys/${route.name ?? ''}`,
+            randomUUID(),
+          )
+        : kvErrors.forbiddenByRbac(
+            callerOf(principal),
+            dataActionOf(deps.kind, route.op),
+            rbacResourceOf(deps, route.name),
+            vaultRefOf(deps),
+          );
+    case 'Unauthorized':
+      return kvErrors.unauthorized(
+        'AKV10000: Request is missing a Bearer or PoP token.',
+        challengeOf(deps.kind),
+      );
+  }
 }
 
 /** The id base URL: the host the client used when it is one of ours, else localhost. */
@@ -627,6 +781,36 @@ async function admin(deps: HandlerDeps, req: IncomingMessage, res: ServerRespons
       const parsed = faultUpdateSchema.safeParse(raw ?? {});
       if (!parsed.success) return fail(400, 'BadParameter', `invalid faults: ${firstIssue(parsed.error)}`);
       deps.setFaults(parsed.data);
+      return reply(204);
+    }
+    case 'GET /_sealbox/access':
+      return reply(200, deps.getAccess());
+    case 'POST /_sealbox/access': {
+      let raw: unknown;
+      try {
+        raw = await readJson(req);
+      } catch (err) {
+        return fail(400, 'BadParameter', (err as Error).message);
+      }
+      const problem = deps.changeAccess(raw ?? {});
+      if (problem !== undefined) return fail(400, 'BadParameter', problem);
+      return reply(204);
+    }
+    case 'POST /_sealbox/entra': {
+      if (deps.controlEntra === undefined)
+        return fail(
+          404,
+          'NotFound',
+          'this dev vault has no embedded Entra ID (start it with the entra option)',
+        );
+      let raw: unknown;
+      try {
+        raw = await readJson(req);
+      } catch (err) {
+        return fail(400, 'BadParameter', (err as Error).message);
+      }
+      const problem = await deps.controlEntra(raw ?? {});
+      if (problem !== undefined) return fail(400, 'BadParameter', problem);
       return reply(204);
     }
     default:

@@ -8,7 +8,7 @@
  *   server-key.pem    server private key (PKCS#8, mode 0600)
  *
  * Keys are ECDSA P-256 (fast to make, accepted by every TLS client here). The server certificate names
- * DNS localhost, DNS sealbox.localhost, IP 127.0.0.1 and IP ::1. Later starts reuse the files, so a
+ * DNS localhost, DNS sealbox.localhost, DNS sealbox.managedhsm.localhost, IP 127.0.0.1 and IP ::1. Later starts reuse the files, so a
  * client that trusts ca.pem keeps working; a server certificate that is near expiry or lacks a required
  * name is re-issued under the same CA. Unreadable or inconsistent files stop the start with an error
  * naming the file: they are never silently replaced, because a new CA would break every client that
@@ -26,7 +26,10 @@ x509.cryptoProvider.set(webcrypto as unknown as Parameters<typeof x509.cryptoPro
 /** The extra DNS name under localhost, for clients that keep the SDK's challenge-resource check on. */
 export const VAULT_SUBDOMAIN = 'sealbox.localhost';
 
-const DNS_NAMES = ['localhost', VAULT_SUBDOMAIN];
+/** The Managed HSM–shaped name under localhost (challenge resource https://managedhsm.localhost). */
+export const MANAGED_HSM_SUBDOMAIN = 'sealbox.managedhsm.localhost';
+
+const DNS_NAMES = ['localhost', VAULT_SUBDOMAIN, MANAGED_HSM_SUBDOMAIN];
 const IP_ADDRESSES = ['127.0.0.1', '::1'];
 const ECDSA = { name: 'ECDSA', namedCurve: 'P-256', hash: 'SHA-256' } as const;
 const DAY_MS = 86_400_000;

@@ -9,7 +9,7 @@
  * date passing). With lroDelayMs > 0, delete and recover stay "in progress" that long, so the SDK's
  * pollers see what they see against Azure: a 404 from getDeletedKey/getKey until the operation finishes.
  */
-import { randomBytes } from 'node:crypto';
+import { createHash, randomBytes } from 'node:crypto';
 import { z } from 'zod';
 import { type ThrottleCharge, throttleClassOf } from './controls';
 import { kvErrors } from './errors';
@@ -48,6 +48,35 @@ export interface VaultSettings {
   readonly lroDelayMs: number;
   /** Clock in ms; replaceable for tests. */
   readonly now?: () => number;
+  /** Vault kind; default 'vault'. */
+  readonly kind?: 'vault' | 'managedhsm';
+  /** SKU of a 'vault': Standard refuses HSM keys; default 'premium'. */
+  readonly sku?: 'standard' | 'premium';
+  /**
+   * Compatibility with the dev vault before issue 13: a 'vault' that creates oct-HSM keys (Azure refuses
+   * them). Default: true when `kind` is absent, else false.
+   */
+  readonly allowSymmetricKeys?: boolean;
+  /**
+   * Probability in [0, 1] that a list page is short (fewer items than maxresults, possibly none) while a
+   * nextLink follows, as Key Vault's pages can be. Default 0: full pages.
+   */
+  readonly shortPageRate?: number;
+}
+
+const skiptokenSchema = z.strictObject({
+  a: z.string().nullable(),
+  n: z.number().int().min(0),
+  e: z.boolean(),
+});
+
+function parseJson(text: string | undefined): unknown {
+  if (text === undefined) return undefined;
+  try {
+    return JSON.parse(text);
+  } catch {
+    return undefined;
+  }
 }
 
 /** Key Vault's page size cap and default for list operations. */
@@ -154,6 +183,8 @@ export class Vault {
   private readonly now: () => number;
   /** In-flight delete/recover completions by lower-cased name (ms timestamps); never persisted. */
   private readonly pending = new Map<string, { kind: 'deleting' | 'recovering'; until: number }>();
+  /** Seeds which list pages are short (see page()). */
+  private readonly salt = randomBytes(8).toString('hex');
 
   constructor(
     private readonly store: KeyStore,
@@ -222,7 +253,7 @@ export class Vault {
     const record = name === undefined ? undefined : this.store.get(name);
     const v = version === '' ? record?.versions.at(-1) : record?.versions.find((x) => x.version === version);
     if (v === undefined) return { kind: 'vault' };
-    return { kind: 'key', cls: throttleClassOf(v.kty, this.store.material(v.version).size) };
+    return { kind: 'key', cls: throttleClassOf(v.kty, this.store.material(v.version).size), op: operation };
   }
 
   // ---- responses ------------------------------------------------------------------------------------
@@ -281,9 +312,13 @@ export class Vault {
   }
 
   /**
-   * One page of `items` sorted by `sortKey`, Key Vault style: at most `maxresults` (default and cap 25)
-   * values, and a nextLink carrying an opaque $skiptoken when more remain. nextLink is omitted on the
-   * last page (Key Vault sends null there, which the swagger's string type does not allow).
+   * One page of `items` in `sortKey` order, as Key Vault pages: at most `maxresults` (default and cap 25)
+   * values and a nextLink with an opaque $skiptoken while more remain; and, like Key Vault, pages may be
+   * short or even empty while a nextLink follows (the service stops a page early, e.g. when it skips
+   * items it will not return). Which pages are short is decided by a PRNG seeded by the vault's salt, the
+   * listing and the page number, so a listing is reproducible within a run but not across vaults. An empty
+   * page is never followed by another empty one, so every listing ends. nextLink is omitted on the last
+   * page (Key Vault sends null there, which the swagger's string type does not allow).
    */
   private page<T>(
     items: T[],
@@ -298,26 +333,39 @@ export class Vault {
         throw kvErrors.badParameter(`maxresults must be an integer from 1 to ${MAX_RESULTS}.`);
       }
     }
-    let after: string | undefined;
+    let cursor: { a: string | null; n: number; e: boolean } = { a: null, n: 0, e: false };
     if (query.skiptoken !== undefined && query.skiptoken !== null) {
-      const decoded = decodeBase64url(query.skiptoken)?.toString('utf8');
-      if (decoded === undefined || !decoded.startsWith('after:'))
-        throw kvErrors.badParameter('Invalid $skiptoken.');
-      after = decoded.slice('after:'.length);
+      const parsed = skiptokenSchema.safeParse(parseJson(decodeBase64url(query.skiptoken)?.toString('utf8')));
+      if (!parsed.success) throw kvErrors.badParameter('Invalid $skiptoken.');
+      cursor = parsed.data;
     }
+    const after = cursor.a;
     const sorted = items
       .map((item) => ({ item, key: sortKey(item) }))
       .sort((a, b) => (a.key < b.key ? -1 : a.key > b.key ? 1 : 0))
-      .filter((x) => after === undefined || x.key > after);
-    const pageItems = sorted.slice(0, max);
+      .filter((x) => after === null || x.key > after);
+    const size = Math.min(max, this.pageSize(query.link, cursor.n, max, cursor.e));
+    const pageItems = sorted.slice(0, size);
     const body: Json = { value: pageItems.map((x) => render(x.item)) };
-    const last = pageItems.at(-1);
-    if (sorted.length > max && last !== undefined) {
-      const token = Buffer.from(`after:${last.key}`).toString('base64url');
+    if (sorted.length > size) {
+      const token = Buffer.from(
+        JSON.stringify({ a: pageItems.at(-1)?.key ?? after, n: cursor.n + 1, e: size === 0 }),
+      ).toString('base64url');
       body['nextLink'] =
         `${query.link}?api-version=${encodeURIComponent(query.apiVersion)}&$skiptoken=${token}&maxresults=${max}`;
     }
     return body;
+  }
+
+  /** How many items page `n` of a listing holds (see page()); `max` when pages are never short. */
+  private pageSize(link: string, n: number, max: number, previousEmpty: boolean): number {
+    const rate = this.settings.shortPageRate ?? 0;
+    if (rate <= 0) return max;
+    const h = createHash('sha256').update(`${this.salt}|${link}|${n}`).digest();
+    if (h.readUInt32BE(0) / 2 ** 32 >= rate) return max;
+    // A third of short pages are empty, the rest hold 0 … max-1 items.
+    const short = h.readUInt32BE(8) % 3 === 0 ? 0 : h.readUInt32BE(4) % max;
+    return short === 0 && previousEmpty ? 1 : short;
   }
 
   // ---- attributes from requests ----------------------------------------------------------------------
@@ -369,6 +417,25 @@ export class Vault {
     return randomBytes(16).toString('hex');
   }
 
+  /**
+   * The key type this kind of vault stores for a request, or Azure's refusal: a vault holds RSA (and
+   * RSA-HSM on Premium, 403 "Hardware key operation not allowed on standard vault" on Standard) and no
+   * symmetric keys (400 BadParameter / KeyTypeNotSupported "Invalid kty value: oct"); a Managed HSM holds
+   * HSM keys only (RSA-HSM, oct-HSM; software types refused the same way, inferred).
+   */
+  private admitKty(kty: KeyType, requested: string): KeyType {
+    const kind = this.settings.kind ?? 'vault';
+    if (kind === 'managedhsm') {
+      if (requested === 'RSA' || requested === 'oct') throw kvErrors.keyTypeNotSupported(requested);
+      return kty;
+    }
+    // Settings without a kind are the pre-issue-13 vault, which held symmetric keys.
+    if (kty === 'oct-HSM' && !(this.settings.allowSymmetricKeys ?? this.settings.kind === undefined))
+      throw kvErrors.keyTypeNotSupported(requested);
+    if (kty === 'RSA-HSM' && this.settings.sku === 'standard') throw kvErrors.hardwareKeyOnStandard();
+    return kty;
+  }
+
   // ---- operations ------------------------------------------------------------------------------------
 
   /** CreateKey: POST /keys/{name}/create. */
@@ -376,7 +443,7 @@ export class Vault {
     const req = parseBody(createSchema, body);
     if (req.release_policy !== undefined)
       throw kvErrors.badParameter('Release policies are not supported by the sealbox dev vault.');
-    const kty = normaliseKty(req.kty);
+    const kty = this.admitKty(normaliseKty(req.kty), req.kty);
     const family = familyOf(kty);
     const size = req.key_size ?? (family === 'RSA' ? 2048 : 256);
     const sizes = family === 'RSA' ? RSA_KEY_SIZES : OCT_KEY_SIZES;
@@ -401,7 +468,9 @@ export class Vault {
     const req = parseBody(importSchema, body);
     if (req.release_policy !== undefined)
       throw kvErrors.badParameter('Release policies are not supported by the sealbox dev vault.');
-    const { kty, material } = materialFromImport(req.key, req.Hsm === true);
+    const imported = materialFromImport(req.key, req.Hsm === true || this.settings.kind === 'managedhsm');
+    const { material } = imported;
+    const kty = this.admitKty(imported.kty, imported.kty);
     const keyOps =
       req.key['key_ops'] === undefined ? defaultKeyOps(kty) : checkKeyOps(kty, req.key['key_ops']);
     const { record, v } = await this.addVersion(name, async () =>
@@ -450,17 +519,18 @@ export class Vault {
     );
   }
 
-  /** GetKeyVersions: GET /keys/{name}/versions — one item per version, oldest first. */
+  /** GetKeyVersions: GET /keys/{name}/versions — one item per version, in no promised order. */
   async getKeyVersions(
     base: string,
     name: string,
     query: { maxresults?: string | null; skiptoken?: string | null; apiVersion: string },
   ): Promise<Json> {
     const record = await this.live(name);
-    const order = new Map(record.versions.map((v, i) => [v.version, String(i).padStart(8, '0')]));
+    // Key Vault promises no order of versions; the dev vault lists them by version id, which is random,
+    // so a client that takes the last listed version for the newest one is caught.
     return this.page(
       [...record.versions],
-      (v) => order.get(v.version) ?? v.version,
+      (v) => v.version,
       (v) => ({
         kid: `${base}/keys/${record.name}/${v.version}`,
         attributes: this.attributes(v),

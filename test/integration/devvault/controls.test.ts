@@ -254,6 +254,74 @@ test('admin surface: token, counters, reset and faults', async (t) => {
   });
 });
 
+test('admin surface: forced answers, run-time access changes and the Entra control', async (t) => {
+  const key = await tv.keys().getKey('rsa');
+  const crypto = tv.crypto(key.id ?? '', TOKENS.wrapper);
+  await t.test('POST /_sealbox/faults forcedAnswers: the next N matching requests, then normal', async () => {
+    const set = await admin('POST', '/_sealbox/faults', {
+      forcedAnswers: [{ operations: ['wrapKey'], keyName: 'RSA', count: 1, answer: 'ForbiddenByConnection' }],
+    });
+    assert.equal(set.status, 204);
+    const current = (await admin('GET', '/_sealbox/faults')).json as { forcedAnswers: unknown[] };
+    assert.deepEqual(current.forcedAnswers, [
+      { operations: ['wrapKey'], keyName: 'RSA', count: 1, answer: 'ForbiddenByConnection' },
+    ]);
+    await rejectsKv(
+      crypto.wrapKey('RSA-OAEP-256', DEK),
+      403,
+      'Forbidden',
+      'ForbiddenByConnection',
+      /^Public network access is disabled and request is not from a trusted service nor via an approved private link\.$/,
+    );
+    assert.ok((await crypto.wrapKey('RSA-OAEP-256', DEK)).result.length > 0);
+    assert.deepEqual(
+      ((await admin('GET', '/_sealbox/faults')).json as { forcedAnswers: unknown[] }).forcedAnswers,
+      [],
+    );
+    assert.equal(
+      (await admin('POST', '/_sealbox/faults', { forcedAnswers: [{ count: 1, answer: 'Nope' }] })).status,
+      400,
+    );
+  });
+  await t.test('POST /_sealbox/access revokes and re-grants; GET shows the policies', async () => {
+    const revoke = await admin('POST', '/_sealbox/access', {
+      setAccessPolicies: [{ principal: 'wrapper', permissions: [] }],
+    });
+    assert.equal(revoke.status, 204);
+    await rejectsKv(
+      crypto.wrapKey('RSA-OAEP-256', DEK),
+      403,
+      'Forbidden',
+      'AccessDenied',
+      /keys wrapKey permission/,
+    );
+    assert.equal(
+      (
+        await admin('POST', '/_sealbox/access', {
+          setAccessPolicies: [
+            { principal: 'wrapper', permissions: ['wrapKey', 'unwrapKey', 'encrypt', 'decrypt'] },
+          ],
+          afterMs: 200,
+        })
+      ).status,
+      204,
+    );
+    const state = (await admin('GET', '/_sealbox/access')).json as { model: string; pendingChanges: number };
+    assert.equal(state.model, 'accessPolicy');
+    assert.equal(state.pendingChanges, 1);
+    await new Promise((r) => setTimeout(r, 250));
+    assert.ok((await crypto.wrapKey('RSA-OAEP-256', DEK)).result.length > 0);
+    const bad = await admin('POST', '/_sealbox/access', { assignRoles: [{ principal: 'x', role: 'Owner' }] });
+    assert.equal(bad.status, 400);
+    assert.match(bad.text, /assignRoles\.0\.role/);
+  });
+  await t.test('POST /_sealbox/entra without an embedded Entra ID is 404 saying how to get one', async () => {
+    const res = await admin('POST', '/_sealbox/entra', { tokenEndpoint: 'refuse' });
+    assert.equal(res.status, 404);
+    assert.match(res.text, /entra option/);
+  });
+});
+
 test('protocol: challenge header, TLS trust and routing errors on the wire', async (t) => {
   await t.test('no Authorization → 401 with Key Vault’s challenge and AKV10000 body', async () => {
     const res = await raw('POST', '/keys/x/create?api-version=2025-07-01', {

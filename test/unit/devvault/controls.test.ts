@@ -9,6 +9,7 @@ import {
   AZURE_KEY_LIMITS_PER_10S,
   Counters,
   Faults,
+  MANAGED_HSM_LIMITS_PER_10S,
   Throttle,
   type ThrottleCharge,
   throttleClassOf,
@@ -119,4 +120,16 @@ test('counters: bump several names, snapshot sorted, reset', () => {
   ]);
   c.reset();
   assert.deepEqual(c.snapshot(), {});
+});
+
+test('Managed HSM throttling: one budget per key class and direction, from the scaling figures', () => {
+  const now = 0;
+  const throttle = new Throttle({ enabled: true, managedHsm: true, limitsPer10s: {} }, () => now);
+  const unwrap = { kind: 'key', cls: 'rsaHsm2048', op: 'unwrapKey' } as const;
+  const wrap = { kind: 'key', cls: 'rsaHsm2048', op: 'wrapKey' } as const;
+  for (let i = 0; i < MANAGED_HSM_LIMITS_PER_10S.rsaHsm2048.private; i++)
+    assert.equal(throttle.admit(unwrap), undefined);
+  assert.equal(throttle.admit(unwrap), 10, 'unwraps are spent; Retry-After is the rest of the window');
+  assert.equal(throttle.admit(wrap), undefined, 'wraps have their own budget');
+  assert.equal(throttle.admit({ kind: 'key', cls: 'oct', op: 'unwrapKey' }), undefined, 'so do AES keys');
 });

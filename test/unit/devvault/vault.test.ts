@@ -290,7 +290,7 @@ test('chargeFor classifies requests for throttling', async () => {
   const { vault } = await vaultWith();
   await vault.createKey(BASE, 'hsm', { kty: 'RSA-HSM', key_size: 2048 });
   const cases: ReadonlyArray<[Parameters<Vault['chargeFor']>, unknown]> = [
-    [['wrapKey', 'hsm', '', undefined], { kind: 'key', cls: 'rsaHsm2048' }],
+    [['wrapKey', 'hsm', '', undefined], { kind: 'key', cls: 'rsaHsm2048', op: 'wrapKey' }],
     [['getKey', 'missing', '', undefined], { kind: 'vault' }],
     [['getKeys', undefined, '', undefined], { kind: 'vault' }],
     [['createKey', 'new', '', { kty: 'RSA' }], { kind: 'create', hsm: false }],
