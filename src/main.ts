@@ -21,6 +21,7 @@ import { SealboxMetrics } from './metrics/metrics';
 import { ChunkPool, type PoolStats, resolvePoolMode } from './pool/pool';
 import { AccessControl } from './server/access';
 import { startAdminServer } from './server/admin';
+import { ENVELOPE_UNARY_PATHS, ReadGate, unaryAdmissionInterceptor } from './server/admission';
 import { type MetricsHttpServer, startMetricsServer } from './server/http';
 import { metricsInterceptor } from './server/interceptor';
 import { HEALTH_SERVICES, type RunningServer, startServer } from './server/server';
@@ -207,7 +208,15 @@ export async function startSealbox(
         unaryQueueBytes: config.envelope.unaryQueueBytes,
       },
       log,
-      metrics ? [metricsInterceptor(metrics)] : [],
+      [
+        // grpc-js wraps in list order (the last is outermost): admission sends its refusals through
+        // the metrics interceptor below it, so they are recorded too.
+        ...(metrics ? [metricsInterceptor(metrics)] : []),
+        unaryAdmissionInterceptor(
+          new ReadGate(config.envelope.unaryReadConcurrency, config.envelope.unaryReadQueue),
+          ENVELOPE_UNARY_PATHS,
+        ),
+      ],
       adminDeps,
     );
   } catch (err) {

@@ -229,6 +229,13 @@ export const configSchema = z
          * maxInFlightBytes + this.
          */
         unaryQueueBytes: size(0, 4096 * MiB).default(32 * MiB),
+        /**
+         * Unary requests received at once: further calls wait, paused, before grpc-js reads their
+         * request (server/admission.ts); their memory is bounded by this × stream.maxMessageBytes.
+         */
+        unaryReadConcurrency: size(1, 4096).default(16),
+        /** Unary calls waiting for a read slot at most; beyond it RESOURCE_EXHAUSTED / OVERLOADED at once. */
+        unaryReadQueue: size(0, 1_000_000).default(4096),
         /** Target plaintext bytes per pool task. */
         batchBytes: size(4 * KiB, 16 * MiB).default(1 * MiB),
       })

@@ -22,10 +22,17 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, test } from 'node:test';
 import { setTimeout as sleep } from 'node:timers/promises';
+import { KeyClient } from '@azure/keyvault-keys';
 import { status } from '@grpc/grpc-js';
 import type { EnvelopeClient } from '../../src/api/proto';
 import { connectEnvelope, decrypt, encrypt, encryptStream } from '../../src/client/client';
 import type { ConfigInput } from '../../src/config/config';
+import {
+  devVaultClientOptions,
+  sealboxKeyConfig,
+  startDevVault,
+  staticTokenCredential,
+} from '../../src/devvault';
 import { createLocalKeyFile } from '../../src/kek/local';
 import { startTestSealbox } from '../helpers/harness';
 
@@ -592,3 +599,64 @@ async function waitFor(condition: () => boolean | Promise<boolean>, what: string
     await sleep(20);
   }
 }
+
+test('a flood of 300 unary 4 MiB Encrypts against a slow vault: admitted before they queue, RSS within budget + fixed overhead', async (t) => {
+  // The vault answers after 3 s, so every Encrypt of the flood arrives while the first wrap is pending:
+  // before admission control, each decoded 4 MiB request waited for the byte budget (300 × 4 MiB held).
+  const vaultDir = mkdtempSync(join(tmpdir(), 'sealbox-flood-vault-'));
+  dirs.push(vaultDir);
+  const vault = await startDevVault({ dataDir: vaultDir });
+  try {
+    const admin = new KeyClient(
+      vault.url,
+      staticTokenCredential(vault.devToken!),
+      devVaultClientOptions(vault),
+    );
+    await admin.createRsaKey('flood', { keySize: 2048 });
+    vault.setFaults({ latency: { fixedMs: 3000, jitterMs: 0 } });
+    const box = await startCli({
+      keys: {
+        [ALIAS]: { ...sealboxKeyConfig(vault, 'flood', vault.devToken!), retry: { timeoutMs: 20_000 } },
+      },
+    } as ConfigInput);
+    try {
+      const budget = 128 * MiB; // stream.maxInFlightBytes default
+      const queue = 32 * MiB; // envelope.unaryQueueBytes default
+      const baseline = box.rss();
+      const sampler = peakSampler(() => box.rss());
+      const plaintext = randomBytes(4 * MiB);
+      const outcomes = await Promise.all(
+        Array.from({ length: 300 }, () =>
+          encrypt(box.client, ALIAS, plaintext).then(
+            () => 'OK',
+            (e: { code: number; metadata?: { get(k: string): unknown[] } }) =>
+              `${status[e.code]}/${e.metadata?.get('sealbox-error-code')?.[0] ?? ''}`,
+          ),
+        ),
+      );
+      const peak = sampler.stop();
+      const counts = new Map<string, number>();
+      for (const o of outcomes) counts.set(o, (counts.get(o) ?? 0) + 1);
+      t.diagnostic(
+        `outcomes ${JSON.stringify(Object.fromEntries(counts))}; RSS ${mib(baseline)} → peak ${mib(peak)} MiB`,
+      );
+      const ok = counts.get('OK') ?? 0;
+      const overloaded = counts.get('RESOURCE_EXHAUSTED/OVERLOADED') ?? 0;
+      assert.equal(ok + overloaded, 300, 'every call is served or refused at once: nothing else');
+      assert.ok(ok >= 1 && ok <= (budget + queue) / (4 * MiB) + 1, `served ${ok}: those admitted or queued`);
+      assert.ok(overloaded >= 200, `refused at once: ${overloaded}`);
+      // The bound stated in the README: budget + queue + a fixed overhead of 256 MiB (Node, grpc-js
+      // decode buffers of requests arriving together, the SDK) — aim ≤ 384 MiB above baseline in all.
+      assert.ok(
+        peak - baseline <= budget + queue + 224 * MiB,
+        `RSS grew ${mib(peak - baseline)} MiB (budget ${mib(budget)} + queue ${mib(queue)} + 224)`,
+      );
+      const values = await box.metrics();
+      assert.equal(metric(values, 'sealbox_inflight_bytes'), 0, 'the budget is all returned');
+    } finally {
+      await box.stop();
+    }
+  } finally {
+    await vault.close();
+  }
+});
