@@ -31,12 +31,6 @@ import type { Logger } from '../log/logger';
 import type { CallPeer } from './access';
 import { toServiceError } from './status';
 
-/** The reflection services, as grpcurl and other clients name them. */
-export const REFLECTION_SERVICES = [
-  'grpc.reflection.v1.ServerReflection',
-  'grpc.reflection.v1alpha.ServerReflection',
-] as const;
-
 export interface ReflectionOptions {
   /**
    * Admits one reflection stream, or throws (ACCESS_DENIED, QUOTA_EXCEEDED, OVERLOADED); the result
@@ -62,7 +56,7 @@ export function addReflection(
   const reflection = new ReflectionService(definition, { services: [...services] });
   const known = new Set(Object.keys(definition));
   for (const name of services) {
-    // Postcondition: every listed service has a descriptor (a typo would silently list nothing).
+    // Precondition: every listed service has a descriptor (a typo would silently list nothing).
     if (!known.has(name)) throw new Error(`reflection: ${name} is not a service of proto/ (bug)`);
   }
   reflection.addToServer({
