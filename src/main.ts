@@ -290,6 +290,7 @@ export async function startSealbox(
         { mode: config.listen.adminSocketMode, group: config.listen.adminSocketGroup },
         adminDeps,
         access,
+        config.listen.reflection ? { idleTimeoutMs: config.stream.idleTimeoutMs } : undefined,
       );
     }
     if (config.webhook.listen) {

@@ -20,12 +20,15 @@ const loaderOptions: Options = {
   includeDirs: [PROTO_DIR],
 };
 
+/** The API's proto files, relative to PROTO_DIR. */
+export const API_FILES = ['sealbox/v1/sealbox.proto', 'grpc/health/v1/health.proto'] as const;
+
 let cached: { sealbox: SealboxProto; health: HealthProto } | undefined;
 
 /** The typed gRPC objects for sealbox.v1 and grpc.health.v1. */
 export function loadApi(): { sealbox: SealboxProto; health: HealthProto } {
   if (!cached) {
-    const definition = loadSync(['sealbox/v1/sealbox.proto', 'grpc/health/v1/health.proto'], loaderOptions);
+    const definition = loadSync([...API_FILES], loaderOptions);
     const loaded = loadPackageDefinition(definition) as GrpcObject;
     cached = { sealbox: loaded as unknown as SealboxProto, health: loaded as unknown as HealthProto };
   }

@@ -106,7 +106,15 @@ const grpcTls = z.strictObject({
 });
 
 const grpcTcpListener = tcpListener
-  .extend({ tls: grpcTls.nullable().default(null) })
+  .extend({
+    tls: grpcTls.nullable().default(null),
+    /**
+     * Serve gRPC server reflection on this listener too (see listen.reflection). Off by default: a TCP
+     * listener is the one reachable from beyond the pod, where an API that describes itself to anyone
+     * who connects is what scanners flag, and clients there can ship proto/ instead.
+     */
+    reflection: z.boolean().default(false),
+  })
   .refine((t) => t.tls !== null || isLoopback(t.host), {
     message:
       'listen.tcp.host is not a loopback address (127.0.0.0/8, ::1, localhost), so listen.tcp.tls is required: ' +
@@ -202,6 +210,14 @@ export const configSchema = z
         socketMode: z.number().int().min(0).max(0o777).default(0o600),
         /** Group of the socket file. */
         socketGroup,
+        /**
+         * Serve gRPC server reflection (grpc.reflection.v1 and v1alpha: the services' schema, for
+         * grpcurl list/describe without the proto files) on the Unix sockets, the envelope socket and
+         * the admin socket. On by default: only processes that can open the socket reach it, and they
+         * may call the services anyway. Callers must still be an identity (access.identities). The TCP
+         * listener has its own switch, listen.tcp.reflection, off by default.
+         */
+        reflection: z.boolean().default(true),
         /** Optional TCP listener: loopback without TLS, any address with TLS. */
         tcp: grpcTcpListener.nullable().default(null),
         /** Unix socket of the Admin service (cache flush, key revocation); null disables it. */

@@ -10,6 +10,8 @@
  *
  * What: an identity is granted key aliases × operations (encrypt, decrypt, rewrap), checked before
  * any vault call is made for the key (EnvelopeService asks KeyAccess), and Admin only if `admin`.
+ * Server reflection (./reflection.ts) needs no grant, only that the caller is an identity: it reveals
+ * the public schema and nothing of the policy or the keys.
  *
  * How much: per identity, a request rate (token bucket over calls: unary calls and stream starts)
  * and a number of open streams; across all callers, stream.maxConcurrentStreams. Refusals are

@@ -15,6 +15,7 @@ import type { KeyWatcher } from '../kek/watcher';
 import type { Logger } from '../log/logger';
 import type { AccessControl, CallPeer } from './access';
 import { withCallers } from './callers';
+import { addReflection } from './reflection';
 import { bindUnixSocket } from './socket';
 import { toServiceError } from './status';
 
@@ -130,18 +131,30 @@ export function adminHandlers(
   );
 }
 
-/** Starts the admin gRPC server on its own Unix socket (mode 0600 unless configured otherwise). */
+/**
+ * Starts the admin gRPC server on its own Unix socket (mode 0600 unless configured otherwise). With
+ * `reflection`, server reflection describes sealbox.v1.Admin there (./reflection.ts) to any identity
+ * of the admin socket.
+ */
 export async function startAdminServer(
   path: string,
   socket: { mode: number; group: number | string | null },
   deps: AdminDeps,
   access: AccessControl,
+  reflection?: { idleTimeoutMs: number },
 ): Promise<{ stop(): Promise<void> }> {
   const server = new Server();
   server.addService(
     loadApi().sealbox.sealbox.v1.Admin.service,
     adminHandlers(deps, (call, method) => access.admitAdmin(call, 'admin-socket', method)),
   );
+  if (reflection) {
+    addReflection(server, ['sealbox.v1.Admin'], {
+      admit: (call, method) => access.admit(call, 'admin-socket', method, true),
+      idleTimeoutMs: reflection.idleTimeoutMs,
+      log: deps.log,
+    });
+  }
   try {
     await bindUnixSocket(server, path, socket, ServerCredentials.createInsecure());
   } catch (err) {

@@ -1,7 +1,8 @@
 /**
  * The gRPC server: Envelope, Admin (admin identities only) and grpc.health.v1 on a Unix socket (mode
  * 0600 by default) and, if configured, a TCP listener: plaintext on loopback, TLS (optionally mTLS)
- * on any address.
+ * on any address. Server reflection describes those services on the socket (listen.reflection, on by
+ * default) and on TCP (listen.tcp.reflection, off by default); see ./reflection.ts.
  */
 import { readFileSync, unlinkSync } from 'node:fs';
 import { Server, ServerCredentials, type ServerInterceptor } from '@grpc/grpc-js';
@@ -12,6 +13,7 @@ import type { Logger } from '../log/logger';
 import { type AdminDeps, adminHandlers } from './admin';
 import { type EnvelopeDeps, envelopeHandlers } from './envelope';
 import { setInitialWindow, widenConnectionWindows } from './http2-window';
+import { addReflection } from './reflection';
 import { bind, bindUnixSocket } from './socket';
 import { acceptPreEncoded } from './wire';
 
@@ -82,6 +84,17 @@ export async function startServer(
       );
     }
     health.addToServer(server);
+    if (peer === 'tcp' ? config.listen.tcp?.reflection : config.listen.reflection) {
+      addReflection(
+        server,
+        ['sealbox.v1.Envelope', ...(admin ? ['sealbox.v1.Admin'] : []), 'grpc.health.v1.Health'],
+        {
+          admit: (call, method) => deps.access.admit(call, peer, method, true),
+          idleTimeoutMs: config.stream.idleTimeoutMs,
+          log,
+        },
+      );
+    }
     return server;
   };
 

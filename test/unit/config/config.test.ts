@@ -7,11 +7,12 @@ import { ConfigError, loadConfig, validateConfig } from '../../../src/config/con
 
 const dir = mkdtempSync(join(tmpdir(), 'sealbox-config-'));
 
-test('defaults: Unix socket 0600, no TCP, 64 KiB chunks, 4 MiB unary limit, auto pool', () => {
+test('defaults: Unix socket 0600 with reflection, no TCP, 64 KiB chunks, 4 MiB unary limit, auto pool', () => {
   const config = loadConfig();
   assert.equal(config.listen.socket, '/run/sealbox/sealbox.sock');
   assert.equal(config.listen.socketMode, 0o600);
   assert.equal(config.listen.tcp, null);
+  assert.equal(config.listen.reflection, true);
   assert.equal(config.envelope.defaultChunkSize, 65536);
   assert.equal(config.envelope.unaryMaxBytes, 4 * 1024 * 1024);
   assert.equal(config.pool.mode, 'auto');
@@ -41,21 +42,25 @@ test('TCP listener parsing: host:port, [v6]:port, bare port, none', () => {
     host: '127.0.0.1',
     port: 7000,
     tls: null,
+    reflection: false,
   });
   assert.deepEqual(loadConfig({ flags: { tcp: '[::1]:7001' } }).listen.tcp, {
     host: '::1',
     port: 7001,
     tls: null,
+    reflection: false,
   });
   assert.deepEqual(loadConfig({ flags: { tcp: '127.0.0.2:7003' } }).listen.tcp, {
     host: '127.0.0.2',
     port: 7003,
     tls: null,
+    reflection: false,
   });
   assert.deepEqual(loadConfig({ flags: { tcp: '7002' } }).listen.tcp, {
     host: '127.0.0.1',
     port: 7002,
     tls: null,
+    reflection: false,
   });
   assert.equal(loadConfig({ flags: { tcp: 'none' } }).listen.tcp, null);
 });
@@ -64,12 +69,21 @@ test("a TCP listener beyond loopback is accepted with TLS, and --tcp keeps the f
   const dir = mkdtempSync(join(tmpdir(), 'sealbox-config-'));
   const file = join(dir, 'c.json');
   const tls = { certFile: '/tls/cert.pem', keyFile: '/tls/key.pem', clientCaFile: '/tls/ca.pem' };
-  writeFileSync(file, JSON.stringify({ listen: { tcp: { host: '0.0.0.0', port: 7443, tls } } }));
-  assert.deepEqual(loadConfig({ flags: { config: file } }).listen.tcp, { host: '0.0.0.0', port: 7443, tls });
+  writeFileSync(
+    file,
+    JSON.stringify({ listen: { tcp: { host: '0.0.0.0', port: 7443, tls, reflection: true } } }),
+  );
+  assert.deepEqual(loadConfig({ flags: { config: file } }).listen.tcp, {
+    host: '0.0.0.0',
+    port: 7443,
+    tls,
+    reflection: true,
+  });
   assert.deepEqual(loadConfig({ flags: { config: file, tcp: '10.0.0.5:8443' } }).listen.tcp, {
     host: '10.0.0.5',
     port: 8443,
     tls,
+    reflection: true,
   });
 });
 
