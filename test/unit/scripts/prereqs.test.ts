@@ -1,6 +1,6 @@
 /** The test suite's prerequisite step (scripts/prereqs.js): its table, its checks and its decisions. */
 import assert from 'node:assert/strict';
-import { existsSync } from 'node:fs';
+import { existsSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { test } from 'node:test';
 import { REPO_ROOT } from '../../helpers/paths';
@@ -123,4 +123,15 @@ test('no apt-get: fails, naming the packages and where the checks are', () => {
   const decision = plan([row('podman', 'false')], { isRoot: true, hasAptGet: false, checkOnly: false });
   assert.equal(decision.action, 'fail');
   assert.match((decision as { message: string }).message, /no apt-get:\n {2}podman .*scripts\/prereqs\.js/s);
+});
+
+test('one path: npm test and test:unit run the prerequisite step first, and .ci/run installs nothing itself', () => {
+  const pkg = JSON.parse(readFileSync(join(REPO_ROOT, 'package.json'), 'utf8')) as {
+    scripts: Record<string, string>;
+  };
+  assert.match(pkg.scripts['test']!, /^node scripts\/prereqs\.js && npm run build && /);
+  assert.match(pkg.scripts['test:unit']!, /^node scripts\/prereqs\.js --unit && /);
+  const ci = readFileSync(join(REPO_ROOT, '.ci', 'run'), 'utf8');
+  assert.match(ci, /^npm ci && npm test$/m);
+  assert.doesNotMatch(ci, /apt-get|dpkg/, '.ci/run leaves the Debian packages to npm test');
 });
