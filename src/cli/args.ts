@@ -157,8 +157,8 @@ ${EXIT_CODES_HELP}`,
 
 Streams ciphertext through the sidecar's DecryptStream and writes the verified plaintext. On failure
 the gRPC status and the sealbox error code are printed and the exit code is non-zero; the output
-file is then not created (its .partial file is deleted). A progress line is shown on stderr when stderr is a
-terminal.
+file is then not created (its .partial file is deleted). A progress line is shown on stderr when
+stderr is a terminal.
 
 Flags:
   --expect-context k=v  a pair the ciphertext's encryption context must contain; repeatable
