@@ -140,8 +140,9 @@ async function serve(flags: Flags, base: object): Promise<number> {
   const { installShutdown, startSealbox } = lazy.main();
   const sealbox = await startSealbox(config);
   installShutdown(sealbox);
+  const admin = config.listen.adminSocket ? `; Admin on unix:${config.listen.adminSocket}` : '';
   process.stdout.write(
-    `sealbox ${version()} listening on ${sealbox.server.addresses.join(', ')} with keys: ${Object.keys(config.keys).join(', ')}\n`,
+    `sealbox ${version()} listening on ${sealbox.server.addresses.join(', ')} with keys: ${Object.keys(config.keys).join(', ')}${admin}\n`,
   );
   return new Promise<number>(() => {}); // runs until a signal
 }

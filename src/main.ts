@@ -315,7 +315,12 @@ export async function startSealbox(
   }
   if (webhook) log.info({ url: `${webhook.url}/eventgrid` }, 'Event Grid webhook listening');
   log.info(
-    { addresses: server.addresses, keys: registry.aliases(), pool: resolvePoolMode(config.pool.mode) },
+    {
+      addresses: server.addresses,
+      adminSocket: config.listen.adminSocket,
+      keys: registry.aliases(),
+      pool: resolvePoolMode(config.pool.mode),
+    },
     'sealbox listening',
   );
   let closing: Promise<void> | undefined;

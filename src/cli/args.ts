@@ -26,18 +26,24 @@ const CONFIG_FLAGS_HELP = `  --config FILE         config file (JSON or YAML); a
   --pool-mode MODE      auto|workers|inline; also SEALBOX_POOL_MODE
   --pool-threads N      worker threads; also SEALBOX_POOL_THREADS`;
 
+/**
+ * encrypt and decrypt take their files the way age, gpg and openssl users expect: the input as a
+ * positional argument or --in, the output as -o/--output or --out; "-" is stdin or stdout.
+ */
 const TRANSFER: Options = {
   target: { type: 'string' },
   in: { type: 'string' },
   out: { type: 'string' },
+  output: { type: 'string', short: 'o' },
 };
 
 const TRANSFER_FLAGS_HELP = `  --target TARGET       the sidecar: unix:/path or host:port (default unix:.sealbox/sealbox.sock,
                         where \`sealbox dev\` listens)
-  --in FILE             read from FILE (default stdin)
-  --out FILE            write to FILE (default stdout; mode 0600); written as FILE.partial and renamed into place
-                        only when the whole stream succeeded, so a failure never leaves a partial FILE
-                        (an existing FILE is kept). stdout cannot be taken back: check the exit code.`;
+  FILE, --in FILE       read from FILE (default, or "-": stdin)
+  -o, --output FILE     write to FILE (default, or "-": stdout; mode 0600); also --out FILE. Written as
+                        FILE.partial and renamed into place only when the whole stream succeeded, so a
+                        failure never leaves a partial FILE (an existing FILE is kept). stdout cannot be
+                        taken back: check the exit code.`;
 
 /** One command: its flags and its help. */
 export interface CommandSpec {
@@ -45,6 +51,8 @@ export interface CommandSpec {
   readonly name: string;
   readonly summary: string;
   readonly options: Options;
+  /** Takes one positional input file (encrypt, decrypt); other commands take no arguments. */
+  readonly inputArgument?: boolean;
   readonly help: string;
 }
 
@@ -70,7 +78,9 @@ ${CONFIG_FLAGS_HELP}
 
 Runs the sidecar for development: starts the embedded dev vault (HTTPS, Key Vault API) with an
 RSA-2048 key "sealbox-dev" created on first start, and serves alias "dev" with it through the Azure
-SDK. Listens on <data-dir>/sealbox.sock (default .sealbox/sealbox.sock).
+SDK. Listens on <data-dir>/sealbox.sock (default .sealbox/sealbox.sock) for Envelope and Health, and on
+<data-dir>/admin.sock for the Admin service (RevokeKey, FlushCache, GetKeyStatus); both mode 0600.
+With --local-kek there is no dev vault and no admin socket.
 
 Flags:
 ${CONFIG_FLAGS_HELP}
@@ -118,7 +128,11 @@ ${EXIT_CODES_HELP}`,
       context: { type: 'string', multiple: true },
       'chunk-size': { type: 'string' },
     },
-    help: `Usage: sealbox encrypt [--alias NAME] [--context k=v ...] [--in FILE] [--out FILE] [flags]
+    inputArgument: true,
+    help: `Usage: sealbox encrypt [--alias NAME] [--context k=v ...] [-o OUTPUT] [INPUT] [flags]
+
+  sealbox encrypt --alias dev -o report.pdf.sbx report.pdf
+  tar c dir | sealbox encrypt --alias dev > dir.tar.sbx
 
 Streams plaintext through the sidecar's EncryptStream and writes the ciphertext. A progress line is
 shown on stderr when stderr is a terminal.
@@ -136,12 +150,15 @@ ${EXIT_CODES_HELP}`,
     name: 'decrypt',
     summary: 'decrypt a file or stdin through a running sidecar',
     options: { ...COMMON, ...TRANSFER, 'expect-context': { type: 'string', multiple: true } },
-    help: `Usage: sealbox decrypt [--expect-context k=v ...] [--in FILE] [--out FILE] [flags]
+    inputArgument: true,
+    help: `Usage: sealbox decrypt [--expect-context k=v ...] [-o OUTPUT] [INPUT] [flags]
+
+  sealbox decrypt -o report.pdf report.pdf.sbx
 
 Streams ciphertext through the sidecar's DecryptStream and writes the verified plaintext. On failure
-the gRPC status and the sealbox error code are printed and the exit code is non-zero; --out FILE is
-then not created (its .partial file is deleted). A progress line is shown on stderr when stderr is a
-terminal.
+the gRPC status and the sealbox error code are printed and the exit code is non-zero; the output
+file is then not created (its .partial file is deleted). A progress line is shown on stderr when
+stderr is a terminal.
 
 Flags:
   --expect-context k=v  a pair the ciphertext's encryption context must contain; repeatable
@@ -233,23 +250,69 @@ export function parseCommandLine(argv: readonly string[]): Invocation {
   const spec = COMMANDS[name];
   if (!spec) throw new UsageError(`unknown command "${name}"`);
   const rest = argv.filter((_, i) => !consumed.has(i));
-  const values = parseOrExplain(rest, spec.options, `sealbox ${spec.name}`, `sealbox ${spec.name} --help`);
-  if (values['help']) return { kind: 'help', text: spec.help, asked: true };
-  if (values['version']) return { kind: 'version' };
+  const who = `sealbox ${spec.name}`;
+  const helpHint = `sealbox ${spec.name} --help`;
+  const parsed = parseOrExplain(rest, spec, who, helpHint);
+  if (parsed.values['help']) return { kind: 'help', text: spec.help, asked: true };
+  if (parsed.values['version']) return { kind: 'version' };
+  const values = spec.inputArgument
+    ? transferFiles(parsed.values, parsed.positionals, who, helpHint)
+    : parsed.values;
   return { kind: 'run', command: name, values };
+}
+
+type Values = Record<string, string | boolean | string[] | undefined>;
+
+/**
+ * Folds the file spellings of encrypt/decrypt into `in` and `out`: a positional INPUT or --in, and
+ * -o/--output or --out; "-" (stdin/stdout) leaves them unset. Two spellings of one file are a
+ * UsageError, even when they agree, so a typo cannot pick a file silently.
+ */
+function transferFiles(
+  values: Values,
+  positionals: readonly string[],
+  who: string,
+  helpHint: string,
+): Values {
+  const out: Values = { ...values };
+  if (positionals.length > 1) {
+    throw new UsageError(
+      `${who}: unexpected argument ${positionals[1]}: one input file at most (the output goes in -o FILE); see "${helpHint}"`,
+    );
+  }
+  const input = positionals[0];
+  if (input !== undefined && values['in'] !== undefined) {
+    throw new UsageError(`${who}: the input is given twice (${input} and --in ${values['in']}); keep one`);
+  }
+  if (values['output'] !== undefined && values['out'] !== undefined) {
+    throw new UsageError(
+      `${who}: the output is given twice (-o/--output ${values['output']} and --out ${values['out']}); keep one`,
+    );
+  }
+  const inFile = input ?? (values['in'] as string | undefined);
+  const outFile = (values['output'] ?? values['out']) as string | undefined;
+  delete out['output'];
+  delete out['in'];
+  delete out['out'];
+  if (inFile !== undefined && inFile !== '-') out['in'] = inFile;
+  if (outFile !== undefined && outFile !== '-') out['out'] = outFile;
+  return out;
 }
 
 function parseOrExplain(
   args: readonly string[],
-  options: Options,
+  spec: CommandSpec,
   who: string,
   helpHint: string,
-): Record<string, string | boolean | string[] | undefined> {
+): { values: Values; positionals: string[] } {
   try {
-    return parseArgs({ args: [...args], options, strict: true, allowPositionals: false }).values as Record<
-      string,
-      string | boolean | string[] | undefined
-    >;
+    const { values, positionals } = parseArgs({
+      args: [...args],
+      options: spec.options,
+      strict: true,
+      allowPositionals: spec.inputArgument === true,
+    });
+    return { values: values as Values, positionals };
   } catch (err) {
     const e = err as { code?: string; message?: string };
     const quoted = /'([^']+)'/.exec(e.message ?? '')?.[1];

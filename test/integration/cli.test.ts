@@ -13,7 +13,9 @@ import { join } from 'node:path';
 import { after, before, describe, test } from 'node:test';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { KeyClient } from '@azure/keyvault-keys';
+import { credentials } from '@grpc/grpc-js';
 import { parse } from 'yaml';
+import { loadApi } from '../../src/api/proto';
 import {
   type DevVault,
   devVaultClientOptions,
@@ -288,6 +290,26 @@ describe('sealbox encrypt / decrypt through a running sidecar', () => {
     );
   });
 
+  test('age/gpg habits: encrypt -o OUT IN, decrypt --output OUT IN, and "-" for stdin/stdout', async () => {
+    const plain = join(dir, 'habit.txt');
+    const data = randomBytes(100_000);
+    writeFileSync(plain, data);
+    const sealed = join(dir, 'habit.txt.sbx');
+    const enc = await cli(['encrypt', '--target', box.target, '--alias', box.alias, '-o', sealed, plain]);
+    assert.equal(enc.code, 0, enc.stderr);
+    assert.equal(enc.stdout.length, 0, 'the ciphertext went to the -o file, not stdout');
+    const opened = join(dir, 'habit.out');
+    const dec = await cli(['decrypt', '--target', box.target, '--output', opened, sealed]);
+    assert.equal(dec.code, 0, dec.stderr);
+    assert.ok(readFileSync(opened).equals(data));
+    const piped = await cli(['decrypt', '--target', box.target, '-o', '-', '-'], readFileSync(sealed));
+    assert.equal(piped.code, 0, piped.stderr);
+    assert.ok(piped.stdout.equals(data), '"-" is stdin and stdout');
+    const twice = await cli(['decrypt', '--target', box.target, '-o', opened, '--out', opened, sealed]);
+    assert.equal(twice.code, 2);
+    assert.match(twice.stderr, /the output is given twice/);
+  });
+
   test('stdin → encrypt → stdout → decrypt → stdout', async () => {
     const data = randomBytes(200_000);
     const enc = await cli(
@@ -410,6 +432,60 @@ describe('sealbox encrypt / decrypt through a running sidecar', () => {
     assert.equal(existsSync(join(dir, 'gone.out.partial')), false);
   });
 });
+
+describe('sealbox dev', () => {
+  test('says where it serves Envelope and Admin, and Admin answers on <data-dir>/admin.sock', async () => {
+    const data = join(dir, 'dev-data');
+    const env = Object.fromEntries(Object.entries(process.env).filter(([k]) => !k.startsWith('SEALBOX_')));
+    const child = spawn(
+      process.execPath,
+      [CLI, 'dev', '--data-dir', data, '--vault-port', '0', '--log-level', 'silent'],
+      { env, cwd: dir, stdio: ['ignore', 'pipe', 'pipe'] },
+    );
+    let stdout = '';
+    let stderr = '';
+    child.stdout.on('data', (b: Buffer) => {
+      stdout += b.toString('utf8');
+    });
+    child.stderr.on('data', (b: Buffer) => {
+      stderr += b.toString('utf8');
+    });
+    const exited = new Promise<number | null>((resolve) => child.once('exit', resolve));
+    try {
+      const started = Date.now();
+      while (!stdout.includes('listening on')) {
+        assert.ok(Date.now() - started < 60_000 && child.exitCode === null, `sealbox dev started: ${stderr}`);
+        await sleep(50);
+      }
+      const adminSocket = join(data, 'admin.sock');
+      assert.match(
+        stdout,
+        new RegExp(
+          `^sealbox \\S+ listening on unix:${escapeRegExp(join(data, 'sealbox.sock'))} with keys: dev; Admin on unix:${escapeRegExp(adminSocket)}$`,
+          'm',
+        ),
+      );
+      const { Admin } = loadApi().sealbox.sealbox.v1;
+      const admin = new Admin(`unix:${adminSocket}`, credentials.createInsecure());
+      try {
+        const status = await new Promise<{ keys: unknown[] }>((resolve, reject) =>
+          admin.GetKeyStatus({}, (err, res) => (err || !res ? reject(err) : resolve(res))),
+        );
+        assert.ok(Array.isArray(status.keys));
+      } finally {
+        admin.close();
+      }
+    } finally {
+      child.kill('SIGTERM');
+      await exited;
+    }
+  });
+});
+
+/** `text` with regular-expression metacharacters escaped. */
+function escapeRegExp(text: string): string {
+  return text.replace(/[.*+?^${}()|[\]\\]/g, '\\$&');
+}
 
 describe('sealbox config print, help, version, flags', () => {
   test('config print: effective config as YAML with credential.token and webhook.secret redacted', async () => {

@@ -30,6 +30,40 @@ test('commands and their flags', () => {
   }
 });
 
+test('encrypt and decrypt take files as age, gpg and openssl do: INPUT, -o/--output, "-"', () => {
+  const table: Array<[string[], Record<string, unknown>]> = [
+    [
+      ['encrypt', '--alias', 'dev', '-o', 'out.sbx', 'in.txt'],
+      { alias: 'dev', in: 'in.txt', out: 'out.sbx' },
+    ],
+    [['decrypt', '--output', 'plain', 'c.sbx'], { in: 'c.sbx', out: 'plain' }],
+    [['decrypt', '--output=plain', '--in', 'c.sbx'], { in: 'c.sbx', out: 'plain' }],
+    [['encrypt', 'in.txt', '--out', 'o'], { in: 'in.txt', out: 'o' }],
+    [['encrypt', '-o', 'o'], { out: 'o' }],
+    [['encrypt', 'in.txt'], { in: 'in.txt' }],
+    [['decrypt', '-o', '-', '-'], {}],
+    [['encrypt', '--in', '-', '--out', '-'], {}],
+    [['decrypt', '--', '-o'], { in: '-o' }],
+  ];
+  for (const [argv, values] of table) {
+    const parsed = parseCommandLine(argv);
+    assert.equal(parsed.kind, 'run', argv.join(' '));
+    if (parsed.kind !== 'run') continue;
+    assert.equal(parsed.command, argv[0]);
+    assert.deepEqual({ ...parsed.values }, values, argv.join(' '));
+  }
+  for (const name of ['encrypt', 'decrypt']) {
+    assert.match(COMMANDS[name]!.help, /^ {2}-o, --output FILE +write to FILE/m, `${name} --help names -o`);
+    assert.match(COMMANDS[name]!.help, /^ {2}FILE, --in FILE +read from FILE/m, `${name} --help names INPUT`);
+    assert.match(COMMANDS[name]!.help, new RegExp(`^Usage: sealbox ${name} .*\\[-o OUTPUT\\] \\[INPUT\\]`));
+  }
+});
+
+test('sealbox dev --help names both sockets', () => {
+  assert.match(COMMANDS['dev']!.help, /<data-dir>\/sealbox\.sock/);
+  assert.match(COMMANDS['dev']!.help, /<data-dir>\/admin\.sock for the Admin service/);
+});
+
 test('help and version', () => {
   assert.deepEqual(parseCommandLine(['--version']), { kind: 'version' });
   assert.deepEqual(parseCommandLine(['--help']), { kind: 'help', text: MAIN_HELP, asked: true });
@@ -50,6 +84,18 @@ test('usage errors', () => {
     [['encrypt', '--expect-context', 'a=b'], /^sealbox encrypt: unknown flag --expect-context/],
     [['decrypt', '--alias', 'x'], /^sealbox decrypt: unknown flag --alias/],
     [['check', 'extra'], /^sealbox check: unexpected argument extra/],
+    [['serve', 'config.yaml'], /^sealbox serve: unexpected argument config\.yaml/],
+    [
+      ['encrypt', 'a', 'b'],
+      /^sealbox encrypt: unexpected argument b: one input file at most \(the output goes in -o FILE\)/,
+    ],
+    [['encrypt', 'a', '--in', 'b'], /^sealbox encrypt: the input is given twice \(a and --in b\); keep one$/],
+    [
+      ['decrypt', '-o', 'a', '--out', 'b'],
+      /^sealbox decrypt: the output is given twice \(-o\/--output a and --out b\)/,
+    ],
+    [['decrypt', '-o'], /^sealbox decrypt: .*-o/],
+    [['check', '-o', 'x'], /^sealbox check: unknown flag -o/],
     [['check', '--config'], /^sealbox check: .*--config/],
     [['nope'], /^unknown command "nope"$/],
     [['config'], /needs a subcommand: print/],
