@@ -311,3 +311,104 @@ test('an empty webhook secret file is refused at start (it would authenticate ev
     /webhook\.tls is required/,
   );
 });
+
+/** Starts sealbox on `keyName` with a short confirmation window; returns it with two ciphertexts. */
+async function withTwoDeks(keyName: string, refusalConfirmMs: number) {
+  await keys.createRsaKey(keyName, { keySize: 2048 });
+  const box = await startTestSealbox(
+    config(keyName, {
+      revocation: { pollIntervalMs: 1000, maxChecksPerSecond: 50, refusalConfirmMs },
+      // One message per DEK: c1 and c2 get different DEKs, so c2's unwrap is a vault call.
+      cache: { encrypt: { maxMessages: 1, refreshAhead: 0 } },
+    }),
+  );
+  const c1 = (await encrypt(box.client, 'pay', Buffer.from('one'))).ciphertext;
+  assert.equal((await decrypt(box.client, c1)).plaintext.toString(), 'one'); // DEK 1 cached for decrypt
+  const c2 = (await encrypt(box.client, 'pay', Buffer.from('two'))).ciphertext;
+  return { box, c1, c2 };
+}
+
+const codeOf = (p: Promise<unknown>) =>
+  p.then(
+    () => 'OK',
+    (e: unknown) => errorCode(e) ?? 'none',
+  );
+
+test('a transient 403 (RBAC propagation) then success inside the window: no refusal, nothing zeroed', async () => {
+  const { box, c1, c2 } = await withTwoDeks('ks-transient', 1500);
+  try {
+    vault.forceAnswers({
+      operations: ['unwrapKey'],
+      keyName: 'ks-transient',
+      count: 1,
+      answer: 'ForbiddenByRbac',
+    });
+    assert.equal(await codeOf(decrypt(box.client, c2)), 'PERMISSION_DENIED', 'the refused call itself fails');
+    assert.equal(await codeOf(decrypt(box.client, c1)), 'OK', 'cached DEKs keep serving meanwhile');
+    const pending = box.sealbox.watcher!.snapshot().find((r) => r.refusalPending);
+    assert.ok(pending, 'the refusal awaits confirmation (GetKeyStatus refusal_pending)');
+    await sleep(2500); // past the window: the confirming unwrap succeeds (the forced answer is used up)
+    assert.equal(await codeOf(decrypt(box.client, c1)), 'OK');
+    assert.equal(await codeOf(decrypt(box.client, c2)), 'OK');
+    for (const row of box.sealbox.watcher!.snapshot()) {
+      assert.equal(row.state, 'enabled', row.keyId);
+      assert.equal(row.refusalPending, undefined, row.keyId);
+    }
+    assert.equal(box.sealbox.stats().cache.evictions['revoked'] ?? 0, 0, 'no DEK was zeroed by revocation');
+  } finally {
+    await box.close();
+  }
+});
+
+test('a firewall 403 on every check is an outage: never a refusal', async () => {
+  const { box, c1 } = await withTwoDeks('ks-firewall', 1000);
+  try {
+    vault.forceAnswers({ keyName: 'ks-firewall', count: 1000, answer: 'ForbiddenByFirewall' });
+    await sleep(3000); // three polls and any confirmation window, all answered 403 ForbiddenByFirewall
+    assert.equal(await codeOf(decrypt(box.client, c1)), 'OK', 'cached DEKs serve');
+    for (const row of box.sealbox.watcher!.snapshot()) {
+      assert.equal(row.state, 'enabled', row.keyId);
+      assert.equal(row.refusalPending, undefined, 'a firewall 403 is not even a suspicion');
+    }
+  } finally {
+    vault.forceAnswers();
+    await box.close();
+  }
+});
+
+test('a permission removed for good is refused within the confirmation window; restored when granted again', async () => {
+  const { box, c1 } = await withTwoDeks('ks-removed', 1500);
+  try {
+    const removedAt = Date.now();
+    vault.changeAccess({ setAccessPolicies: [{ principal: 'sealbox', permissions: [] }] });
+    let refusedAfter = 0;
+    while (Date.now() - removedAt < 8000) {
+      if ((await codeOf(decrypt(box.client, c1))) === 'KEY_DISABLED') {
+        refusedAfter = Date.now() - removedAt;
+        break;
+      }
+      await sleep(100);
+    }
+    // The first poll (≤ 1.1 s) sees the 403, the confirming check 1.5 s later revokes.
+    assert.ok(refusedAfter > 0, 'the cached DEK stopped serving');
+    assert.ok(refusedAfter >= 1400, `not before the confirmation window: ${refusedAfter} ms`);
+    assert.ok(refusedAfter <= 1100 + 1500 + 1500, `within poll + window (+ slack): ${refusedAfter} ms`);
+    assert.ok((box.sealbox.stats().cache.evictions['revoked'] ?? 0) >= 1, 'its DEKs were zeroed');
+    assert.ok(box.sealbox.watcher!.snapshot().some((r) => r.state === 'forbidden'));
+
+    vault.changeAccess({
+      setAccessPolicies: [
+        { principal: 'sealbox', permissions: ['get', 'create', 'update', 'wrapKey', 'unwrapKey'] },
+      ],
+    });
+    let back = false;
+    const grantedAt = Date.now();
+    while (Date.now() - grantedAt < 5000 && !back) {
+      back = (await codeOf(decrypt(box.client, c1))) === 'OK';
+      if (!back) await sleep(100);
+    }
+    assert.ok(back, 'serves again after the next good check');
+  } finally {
+    await box.close();
+  }
+});
