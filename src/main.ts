@@ -213,7 +213,9 @@ export async function startSealbox(
         // the metrics interceptor below it, so they are recorded too.
         ...(metrics ? [metricsInterceptor(metrics)] : []),
         unaryAdmissionInterceptor(
-          new ReadGate(config.envelope.unaryReadConcurrency, config.envelope.unaryReadQueue),
+          new ReadGate(config.envelope.unaryReadConcurrency, config.envelope.unaryReadQueue, () =>
+            budget.saturated(config.envelope.unaryQueueBytes),
+          ),
           ENVELOPE_UNARY_PATHS,
         ),
       ],

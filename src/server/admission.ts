@@ -29,6 +29,11 @@ export class ReadGate {
   constructor(
     readonly concurrency: number,
     readonly maxWaiting: number,
+    /**
+     * True while the byte budget cannot take another unary request (no free bytes and its queue full):
+     * such a call is refused before its request is read, costing only its headers.
+     */
+    private readonly saturated: () => boolean = () => false,
   ) {}
 
   /** Calls being read now, and calls waiting for a slot. */
@@ -36,7 +41,13 @@ export class ReadGate {
     return { active: this.active, waiting: this.waiting.length };
   }
 
+  /** True while the byte budget cannot take another unary request. */
+  get full(): boolean {
+    return this.saturated();
+  }
+
   enter(): Promise<() => void> | undefined {
+    if (this.saturated()) return undefined;
     if (this.active < this.concurrency) {
       this.active++;
       return Promise.resolve(this.releaser());
@@ -79,23 +90,28 @@ export function unaryAdmissionInterceptor(gate: ReadGate, paths: ReadonlySet<str
       start(next) {
         next({
           onReceiveMetadata(metadata, nextMetadata) {
-            const slot = gate.enter();
-            if (!slot) {
+            const refuse = () => {
               const trailer = new Metadata();
               trailer.set(ERROR_CODE_TRAILER, ErrorCode.OVERLOADED);
               ended = true;
               call.sendStatus({
                 code: status.RESOURCE_EXHAUSTED,
                 details:
-                  `sealbox is at capacity: ${gate.concurrency} unary requests are being received and ` +
-                  `${gate.maxWaiting} are waiting; retry with backoff`,
+                  'sealbox is at capacity: the byte budget and its queue are full, or ' +
+                  `${gate.maxWaiting} unary requests wait to be received; retry with backoff`,
                 metadata: trailer,
               });
-              return;
-            }
+            };
+            const slot = gate.enter();
+            if (!slot) return refuse();
             slot.then((r) => {
               // The call may have ended (cancelled) while it waited: pass the slot on at once.
               if (ended) return r();
+              // The budget may have filled while it waited: refuse before reading the request.
+              if (gate.full) {
+                r();
+                return refuse();
+              }
               release = r;
               nextMetadata(metadata);
             });

@@ -29,6 +29,9 @@ import { toServiceError } from './status';
 import { Framed, StreamCall, type StreamLimits } from './stream-call';
 import { RESPONSE_HEADROOM } from './wire';
 
+/** How long a finished unary call's budget waits for grpc-js to report the call's end at most. */
+const UNARY_RELEASE_FALLBACK_MS = 30_000;
+
 /** Marks pool output as carrying RESPONSE_HEADROOM reserved bytes. */
 const framed = (output: Promise<Buffer>): Promise<Framed> => output.then((buffer) => new Framed(buffer));
 
@@ -104,12 +107,26 @@ export function envelopeHandlers(deps: EnvelopeDeps, peer: PeerKind): EnvelopeHa
     }
     const abort = new AbortController();
     let answered = false;
-    // grpc-js also reports 'cancelled' when a finished call's stream closes: only a call still
-    // working is aborted (and no error object is built per call on the hot path).
-    call.on('cancelled', () => {
-      if (!answered) abort.abort(new SealboxError(ErrorCode.CANCELLED, 'call cancelled'));
-    });
+    // The budget covers the request and, until it has been handed to HTTP/2, the response: it is
+    // released when the work has settled *and* grpc-js reports the call's end — 'cancelled', which
+    // grpc-js also emits once a finished call's trailers went out (after its response data), so a
+    // client that does not read its responses cannot make the server hold them beyond the budget.
     let held = 0;
+    let settled = false;
+    let ended = false;
+    let fallback: NodeJS.Timeout | undefined;
+    const release = () => {
+      if (fallback) clearTimeout(fallback);
+      fallback = undefined;
+      if (held > 0) budget.release(held);
+      held = 0;
+    };
+    call.on('cancelled', () => {
+      ended = true;
+      // Only a call still working is aborted (and no error object is built per call on the hot path).
+      if (!answered) abort.abort(new SealboxError(ErrorCode.CANCELLED, 'call cancelled'));
+      if (settled) release();
+    });
     const admission = budget.tryAcquire(bytes, unaryQueueBytes, abort.signal);
     if (!admission) {
       callback(
@@ -140,7 +157,14 @@ export function envelopeHandlers(deps: EnvelopeDeps, peer: PeerKind): EnvelopeHa
           callback(toServiceError(err, log, method));
         },
       )
-      .finally(() => budget.release(held));
+      .finally(() => {
+        settled = true;
+        if (ended) return release();
+        // Postcondition: the budget comes back even if grpc-js never reports the end (a safety net;
+        // a response unread for this long is the client's stall, held by HTTP/2 flow control).
+        fallback = setTimeout(release, UNARY_RELEASE_FALLBACK_MS);
+        fallback.unref();
+      });
   }
 
   return withCallers({
@@ -150,7 +174,7 @@ export function envelopeHandlers(deps: EnvelopeDeps, peer: PeerKind): EnvelopeHa
         'Encrypt',
         call,
         callback,
-        plaintext.length,
+        2 * plaintext.length, // the request, and the ciphertext response of about its size
         async (signal, keys) => {
           const { ciphertext, keyId } = await service.encrypt(keyAlias, plaintext, context, signal, keys);
           return { ciphertext, keyId };
@@ -165,7 +189,7 @@ export function envelopeHandlers(deps: EnvelopeDeps, peer: PeerKind): EnvelopeHa
         'Decrypt',
         call,
         callback,
-        ciphertext.length,
+        2 * ciphertext.length, // the request, and the plaintext response of about its size
         async (signal, keys) => {
           const { plaintext, info } = await service.decrypt(ciphertext, expectedContext, signal, keys);
           return { plaintext, keyId: info.keyId, context: info.context };

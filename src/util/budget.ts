@@ -62,6 +62,11 @@ export class ByteBudget {
     return this.acquire(bytes, signal);
   }
 
+  /** True when nothing more fits now and the waiting bytes have reached `maxQueuedBytes`. */
+  saturated(maxQueuedBytes: number): boolean {
+    return this.available <= 0 && this.queuedBytes >= maxQueuedBytes;
+  }
+
   /** Bytes requested by callers still waiting. */
   get queuedBytes(): number {
     let sum = 0;
