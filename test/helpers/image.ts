@@ -141,6 +141,38 @@ export function baseRecipe(): Record<string, string | number> {
   };
 }
 
+/**
+ * Removes `dir` unless something is mounted inside it (debootstrap mounts /proc and /sys in its target
+ * and may leave them when killed); returns whether it did. Deleting through a mount would reach the
+ * mounted filesystem.
+ */
+export function removeUnlessMounted(dir: string): boolean {
+  const prefix = `${dir}/`;
+  const mounted = readFileSync('/proc/self/mountinfo', 'utf8')
+    .split('\n')
+    .some((line) => {
+      const mountPoint = line.split(' ')[4];
+      return mountPoint !== undefined && (mountPoint === dir || mountPoint.startsWith(prefix));
+    });
+  if (mounted) return false;
+  rmSync(dir, { recursive: true, force: true });
+  return true;
+}
+
+/**
+ * Removes the directories `<parent>/<prefix><pid>-…` left by runs whose process is gone (killed before
+ * their cleanup), so an interrupted run does not leave hundreds of MiB behind for good.
+ */
+export function removeStaleWorkDirs(parent: string, prefix: string): void {
+  if (!existsSync(parent)) return;
+  for (const name of readdirSync(parent)) {
+    if (!name.startsWith(prefix)) continue;
+    const pid = Number(name.slice(prefix.length).split('-')[0]);
+    if (!Number.isInteger(pid) || pid <= 0 || existsSync(`/proc/${pid}`)) continue;
+    removeUnlessMounted(join(parent, name));
+  }
+}
+
 export interface BaseTarball {
   readonly path: string;
   /** false when the tarball came from the cache. */
@@ -161,6 +193,7 @@ export async function ensureBaseTarball(): Promise<BaseTarball> {
   if (existsSync(path)) return { path, built: false, seconds: (Date.now() - started) / 1000 };
 
   mkdirSync(BASE_CACHE_DIR, { recursive: true });
+  removeStaleWorkDirs(BASE_CACHE_DIR, 'tmp-');
   const work = join(BASE_CACHE_DIR, `tmp-${process.pid}-${Date.now()}`);
   const rootfs = join(work, 'rootfs');
   mkdirSync(rootfs, { recursive: true });
@@ -193,7 +226,7 @@ export async function ensureBaseTarball(): Promise<BaseTarball> {
     ].join('\n');
     await runOk('sh', ['-c', script, 'sh', rootfs, process.execPath, hostNpmDir(), HOST_CA_BUNDLE, path]);
   } finally {
-    rmSync(work, { recursive: true, force: true });
+    removeUnlessMounted(work);
   }
   for (const f of readdirSync(BASE_CACHE_DIR)) {
     const stale = join(BASE_CACHE_DIR, f);

@@ -46,7 +46,16 @@ import { setTimeout as sleep } from 'node:timers/promises';
 import type { EnvelopeClient } from '../../src/api/proto';
 import { connectEnvelope, decrypt, encrypt } from '../../src/client/client';
 import { createLocalKeyFile } from '../../src/kek/local';
-import { BASE_IMAGE, ensureBaseTarball, onPath, type Run, run, runOk, tail } from '../helpers/image';
+import {
+  BASE_IMAGE,
+  ensureBaseTarball,
+  onPath,
+  removeStaleWorkDirs,
+  type Run,
+  run,
+  runOk,
+  tail,
+} from '../helpers/image';
 import { REPO_ROOT } from '../helpers/paths';
 
 const IN_CI = process.env['SEALBOX_CI'] === '1';
@@ -218,7 +227,8 @@ describe('the container image (Dockerfile → buildah → run read-only as its u
         `stand-in base ${base.built ? 'built (debootstrap)' : 'from cache'} in ${base.seconds.toFixed(1)} s`,
       );
 
-      work = mkdtempSync(join(tmpdir(), 'sealbox-image-'));
+      removeStaleWorkDirs(tmpdir(), 'sealbox-image-');
+      work = mkdtempSync(join(tmpdir(), `sealbox-image-${process.pid}-`));
       storage = [
         '--root',
         join(work, 'storage'),
@@ -311,6 +321,7 @@ describe('the container image (Dockerfile → buildah → run read-only as its u
     if (!work) return;
     if (container) await run('buildah', [...storage, 'rm', container]);
     await run('buildah', [...storage, 'rmi', '--all', '--force']);
+    // Every mount the runs made lived in their own mount namespaces, gone with them.
     rmSync(work, { recursive: true, force: true });
   });
 
