@@ -35,8 +35,23 @@ export interface Run {
   readonly stderr: string;
 }
 
+/** The sbin directories, where Debian puts debootstrap, chroot, useradd and ip, whatever PATH says. */
+const SBIN = ['/usr/local/sbin', '/usr/sbin', '/sbin'];
+
+/** PATH with the sbin directories appended: what the commands run here (and their children) get. */
+export function toolPath(path = process.env['PATH'] ?? ''): string {
+  const dirs = path.split(delimiter).filter((d) => d !== '');
+  return [...dirs, ...SBIN.filter((d) => !dirs.includes(d))].join(delimiter);
+}
+
+/** The environment for the commands run here: this process's, with `toolPath()`, plus `extra`. */
+export function toolEnv(extra: NodeJS.ProcessEnv = {}): NodeJS.ProcessEnv {
+  return { ...process.env, PATH: toolPath(), ...extra };
+}
+
 /**
  * Runs a command to completion, capturing its output; kills it (SIGKILL) after `timeoutMs`.
+ * Without `env`, it gets `toolEnv()`, and the command is looked up on that PATH.
  * Never rejects for a non-zero exit: callers assert on `code` and show the output.
  */
 export function run(
@@ -46,7 +61,11 @@ export function run(
 ): Promise<Run> {
   const { timeoutMs = 10 * 60_000, ...spawnOptions } = options;
   return new Promise((resolve, reject) => {
-    const child = spawn(command, args, { stdio: ['ignore', 'pipe', 'pipe'], ...spawnOptions });
+    const child = spawn(command, args, {
+      stdio: ['ignore', 'pipe', 'pipe'],
+      env: toolEnv(),
+      ...spawnOptions,
+    });
     const out: Buffer[] = [];
     const err: Buffer[] = [];
     child.stdout?.on('data', (b: Buffer) => out.push(b));
@@ -88,17 +107,18 @@ export function tail(text: string, lines = 40): string {
   return text.trimEnd().split('\n').slice(-lines).join('\n');
 }
 
-/** Whether an executable named `name` is on PATH (or in the sbin directories root normally has). */
-export function onPath(name: string, path = process.env['PATH'] ?? ''): boolean {
-  const dirs = [...path.split(delimiter), '/usr/local/sbin', '/usr/sbin', '/sbin'];
-  return dirs.some((dir) => {
-    try {
-      accessSync(join(dir, name), constants.X_OK);
-      return true;
-    } catch {
-      return false;
-    }
-  });
+/** Whether an executable named `name` is on `toolPath()`. */
+export function onPath(name: string): boolean {
+  return toolPath()
+    .split(delimiter)
+    .some((dir) => {
+      try {
+        accessSync(join(dir, name), constants.X_OK);
+        return true;
+      } catch {
+        return false;
+      }
+    });
 }
 
 /** The Debian mirror apt already uses (deb822 `URIs:` or one-line `deb` entries), else deb.debian.org. */

@@ -55,6 +55,7 @@ import {
   run,
   runOk,
   tail,
+  toolEnv,
 } from '../helpers/image';
 import { REPO_ROOT } from '../helpers/paths';
 
@@ -192,12 +193,12 @@ describe('the container image (Dockerfile → buildah → run read-only as its u
       ? {
           file: 'unshare',
           args: ['--mount', '--net', '--', ...inner],
-          env: { ...process.env, LOOPBACK: 'up' },
+          env: toolEnv({ LOOPBACK: 'up' }),
         }
       : {
           file: 'nsenter',
           args: [`--net=/proc/${options.netnsOf}/ns/net`, '--', 'unshare', '--mount', '--', ...inner],
-          env: { ...process.env, LOOPBACK: 'keep' },
+          env: toolEnv({ LOOPBACK: 'keep' }),
         };
   }
 
@@ -275,10 +276,7 @@ describe('the container image (Dockerfile → buildah → run read-only as its u
       rootfs = (await buildah(['mount', container])).stdout.trim();
       mkdirSync(join(rootfs, 'etc', 'sealbox'), { recursive: true }); // the config's mount point
 
-      const passwd = readFileSync(join(rootfs, 'etc', 'passwd'), 'utf8').split('\n');
-      const entry = passwd.map((l) => l.split(':')).find((f) => f[0] === config.User || f[2] === config.User);
-      assert.ok(entry, `the image's USER ${config.User} is in its /etc/passwd`);
-      user = { uid: Number(entry[2]), gid: Number(entry[3]) };
+      user = imageUser(rootfs, config.User);
 
       view = join(work, 'view');
       mkdirSync(view);
@@ -327,7 +325,7 @@ describe('the container image (Dockerfile → buildah → run read-only as its u
 
   test("the image's config: a non-root USER, both volumes, ENTRYPOINT + CMD, a HEALTHCHECK", (t: TestContext) => {
     for (const line of timings) t.diagnostic(line);
-    assert.notEqual(user.uid, 0, `USER ${config.User} must not be root`);
+    assert.notEqual(user.uid, 0, `the image runs as root (USER "${config.User}")`);
     assert.deepEqual(Object.keys(config.Volumes ?? {}).sort(), ['/run/sealbox', '/var/lib/sealbox']);
     assert.deepEqual(config.Entrypoint, ['node', 'dist/src/cli.js']);
     assert.deepEqual(config.Cmd, ['serve', '--config', '/etc/sealbox/config.yaml']);
@@ -463,6 +461,23 @@ describe('the container image (Dockerfile → buildah → run read-only as its u
     });
   });
 });
+
+/**
+ * The uid and gid the image's USER runs as, from the image's /etc/passwd: "" (no USER) is root; "name"
+ * or "uid", optionally ":group" (the gid then still comes from passwd, which is all the test needs).
+ */
+function imageUser(rootfs: string, spec: string): { uid: number; gid: number } {
+  const name = spec.split(':')[0] ?? '';
+  if (name === '') return { uid: 0, gid: 0 };
+  const entry = readFileSync(join(rootfs, 'etc', 'passwd'), 'utf8')
+    .split('\n')
+    .filter((line) => line !== '')
+    .map((line) => line.split(':'))
+    .find((f) => f[0] === name || f[2] === name);
+  if (entry) return { uid: Number(entry[2]), gid: Number(entry[3]) };
+  if (/^\d+$/.test(name)) return { uid: Number(name), gid: Number(name) };
+  throw new Error(`the image's USER ${spec} is not in its /etc/passwd`);
+}
 
 /** All descendants of `root`, parents before children. */
 function descendants(root: number): number[] {
