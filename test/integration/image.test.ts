@@ -138,6 +138,8 @@ describe('the container image (Dockerfile → buildah → run read-only as its u
 }, () => {
   let work: string;
   let storage: string[];
+  /** For buildah and podman: their temporary files (image copies, run bundles) inside `work`. */
+  let env: NodeJS.ProcessEnv;
   let container: string | undefined;
   let rootfs: string;
   let view: string;
@@ -149,7 +151,7 @@ describe('the container image (Dockerfile → buildah → run read-only as its u
   const timings: string[] = [];
 
   const buildah = (args: string[], timeoutMs?: number) =>
-    runOk('buildah', [...storage, ...args], timeoutMs ? { timeoutMs } : {});
+    runOk('buildah', [...storage, ...args], { env, ...(timeoutMs ? { timeoutMs } : {}) });
 
   /** The command line, after the mount set-up, that runs `command` in the container. */
   function containerCommand(command: readonly string[], asUser?: string): string[] {
@@ -193,12 +195,12 @@ describe('the container image (Dockerfile → buildah → run read-only as its u
       ? {
           file: 'unshare',
           args: ['--mount', '--net', '--', ...inner],
-          env: toolEnv({ LOOPBACK: 'up' }),
+          env: { ...env, LOOPBACK: 'up' },
         }
       : {
           file: 'nsenter',
           args: [`--net=/proc/${options.netnsOf}/ns/net`, '--', 'unshare', '--mount', '--', ...inner],
-          env: toolEnv({ LOOPBACK: 'keep' }),
+          env: { ...env, LOOPBACK: 'keep' },
         };
   }
 
@@ -238,17 +240,23 @@ describe('the container image (Dockerfile → buildah → run read-only as its u
         '--storage-driver',
         'vfs',
       ];
+      mkdirSync(join(work, 'tmp'));
+      env = toolEnv({ TMPDIR: join(work, 'tmp') });
       let t = Date.now();
-      await runOk('podman', [
-        ...storage,
-        'import',
-        '--change',
-        'ENV PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin',
-        '--change',
-        'CMD ["node"]',
-        base.path,
-        BASE_IMAGE,
-      ]);
+      await runOk(
+        'podman',
+        [
+          ...storage,
+          'import',
+          '--change',
+          'ENV PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin',
+          '--change',
+          'CMD ["node"]',
+          base.path,
+          BASE_IMAGE,
+        ],
+        { env },
+      );
       timings.push(`base imported in ${((Date.now() - t) / 1000).toFixed(1)} s`);
 
       t = Date.now();
@@ -317,8 +325,8 @@ describe('the container image (Dockerfile → buildah → run read-only as its u
 
   after(async () => {
     if (!work) return;
-    if (container) await run('buildah', [...storage, 'rm', container]);
-    await run('buildah', [...storage, 'rmi', '--all', '--force']);
+    if (container) await run('buildah', [...storage, 'rm', container], { env });
+    await run('buildah', [...storage, 'rmi', '--all', '--force'], { env });
     // Every mount the runs made lived in their own mount namespaces, gone with them.
     rmSync(work, { recursive: true, force: true });
   });
