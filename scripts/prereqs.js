@@ -64,32 +64,44 @@ const PREREQUISITES = [
   {
     package: 'python3-grpcio',
     check: "/usr/bin/python3 -c 'import grpc'",
-    tests: ['examples/python (the Python client example the suite runs)'],
+    tests: ['test/integration/python-example.test.ts'],
     why: 'gRPC runtime for the Python client example',
   },
   {
     package: 'python3-grpc-tools',
     check: "/usr/bin/python3 -c 'import grpc_tools.protoc'",
-    tests: ['examples/python (the Python client example the suite runs)'],
+    tests: ['test/integration/python-example.test.ts'],
     why: 'generates the Python stubs from proto/sealbox/v1/sealbox.proto',
   },
   {
     package: 'buildah',
     check: 'command -v buildah',
-    tests: ['the container-image build test'],
+    tests: ['test/integration/image.test.ts'],
     why: 'builds the image from Dockerfile without a Docker daemon',
   },
   {
     package: 'podman',
     check: 'command -v podman',
-    tests: ['the container-image build test'],
+    tests: ['test/integration/image.test.ts'],
     why: 'runs the built image',
   },
   {
     package: 'debootstrap',
-    check: 'command -v debootstrap',
-    tests: ['the container-image build test'],
+    check: 'test -x /usr/sbin/debootstrap || command -v debootstrap',
+    tests: ['test/integration/image.test.ts'],
     why: 'builds the Debian base for the image locally',
+  },
+  {
+    package: 'iproute2',
+    check: 'test -x /usr/sbin/ip || test -x /sbin/ip || command -v ip',
+    tests: ['test/integration/image.test.ts'],
+    why: 'gives each run of the image its own network namespace',
+  },
+  {
+    package: 'util-linux',
+    check: 'command -v unshare && command -v nsenter',
+    tests: ['test/integration/image.test.ts'],
+    why: 'unshare and nsenter: the read-only root and the HEALTHCHECK run in the container namespaces',
   },
 ];
 
