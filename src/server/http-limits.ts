@@ -36,6 +36,12 @@ export const WEBHOOK_LIMITS: HttpLimits = {
 /** Applies `limits` to a listener before it starts listening. */
 export function limitHttpServer(server: Server, limits: HttpLimits): void {
   server.maxConnections = limits.maxConnections;
+  // Node enforces the header and request timeouts only when it sweeps its connections, every 30 s by
+  // default; read when the server starts listening, so setting it here (before listen) takes effect.
+  (server as Server & { connectionsCheckingInterval: number }).connectionsCheckingInterval = Math.max(
+    100,
+    Math.min(1000, Math.floor(limits.headersTimeoutMs / 2)),
+  );
   server.headersTimeout = limits.headersTimeoutMs;
   server.requestTimeout = limits.requestTimeoutMs;
   server.keepAliveTimeout = limits.keepAliveTimeoutMs;
