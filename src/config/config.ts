@@ -250,8 +250,13 @@ export const configSchema = z
          * request (server/admission.ts); their memory is bounded by this × stream.maxMessageBytes.
          */
         unaryReadConcurrency: size(1, 4096).default(16),
-        /** Unary calls waiting for a read slot at most; beyond it RESOURCE_EXHAUSTED / OVERLOADED at once. */
-        unaryReadQueue: size(0, 1_000_000).default(4096),
+        /**
+         * Unary calls waiting for a read slot at most; beyond it RESOURCE_EXHAUSTED / OVERLOADED at once.
+         * A waiting call holds its headers and at most one HTTP/2 stream window of request data (64 KiB
+         * unless stream.http2WindowBytes), so this bounds what bursts of waiting calls can hold; a burst
+         * of 10,000 small records must fit.
+         */
+        unaryReadQueue: size(0, 1_000_000).default(16_384),
         /** Target plaintext bytes per pool task. */
         batchBytes: size(4 * KiB, 16 * MiB).default(1 * MiB),
       })

@@ -43,7 +43,11 @@ test('the metrics and webhook listeners close connections beyond their caps at o
       const port = Number(new URL(url).port);
       const extra = 5;
       const { closed, sockets } = await closedOf(port, limits.maxConnections + extra, 300);
-      assert.equal(closed, extra, `${url}: exactly the ${extra} connections over ${limits.maxConnections} were closed`);
+      assert.equal(
+        closed,
+        extra,
+        `${url}: exactly the ${extra} connections over ${limits.maxConnections} were closed`,
+      );
       for (const s of sockets) s.destroy();
       await sleep(100);
       // Still serving once the flood is gone.
