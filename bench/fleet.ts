@@ -29,8 +29,8 @@
  * requests within a window but do not change how many there are): the vault's latency, the TLS and
  * keep-alive timers, the pacer (5 checks/s, 4 at once: a watcher with V ≤ 4 versions never waits on it
  * at these intervals), and the retry policy; the vault's Retry-After is whole real seconds, so a 429'd
- * GET is retried ≥ 1 s later, which is more than a compressed window — only cases that are already
- * throttled retry at all. k is chosen per case so the process makes about R GETs per second (default
+ * GET is retried ≥ 1 real second (k virtual seconds) later — only cases that are already throttled
+ * retry at all. k is chosen per case so the process makes about R GETs per second (default
  * 150: a GET costs this process about 3 ms of CPU, TLS handshake and challenge included, and the vault
  * about 1.5 ms), at most 50 (see NICE_K).
  *
@@ -38,7 +38,9 @@
  * a rolling deployment would; "at-once" starts all of them together, so everyone's first check falls
  * into one window. The at-once cases run uncompressed (k = 1) until every sidecar's first check has
  * finished: compressing them would spread the burst over several windows only because this machine
- * needs a few seconds to send 1,000 × V requests.
+ * needs seconds to send 1,000 × V requests (about 10 s for 1,000 × 2 on 2 busy cores, each sidecar's
+ * first request with its own TLS handshake and challenge). Even uncompressed the burst is slower here
+ * than from 1,000 pods, so an at-once case understates the throttling of a real simultaneous restart.
  *
  * Measured per case: GET attempts on the wire (the retry layer's attempt events, timestamped), the
  * mean per (compressed) window and the most in any window-long span (a sliding window, so it bounds
