@@ -4,10 +4,11 @@
  *
  *   node <build>/bench/index.js [--tiny | --quick | --full] [--only a,b,…]
  *
- * --quick (the default; about 4 minutes on 2 cores): throughput, unary, cache, storm, esdk with short
- *   windows, the 1 GiB bounded-memory check (rss-1gib), then a 20 s soak.
- * --full: the same with longer windows and a 60 s soak (about ten and a half minutes).
- * --tiny: CI smoke run (about a minute): every benchmark except rss-1gib with minimal windows and
+ * --quick (the default; about 6–7 minutes on 2 cores): throughput, unary, cache, storm, esdk with short
+ *   windows, the fleet-budget simulation (about 2.5 minutes), the 1 GiB bounded-memory check
+ *   (rss-1gib), then a 20 s soak.
+ * --full: the same with longer windows and a 60 s soak (about fourteen minutes).
+ * --tiny: CI smoke run (a minute or so): every benchmark except rss-1gib with minimal windows and
  *   cases (the soak: 1 s of load), to prove the harness and its outputs work; its numbers mean nothing.
  * Exits non-zero if any benchmark fails (the summary is written anyway).
  */
@@ -21,7 +22,7 @@ import { runMain, trackChild, trackTempDir } from './lib/proc';
 import { PROFILE_OPTIONS, type Profile, pickProfile } from './lib/profile';
 import { environment, fixed, progress, type Ratio, table, timestamp, writeResults } from './lib/report';
 
-const BENCHMARKS = ['throughput', 'unary', 'cache', 'storm', 'esdk', 'rss-1gib', 'soak'] as const;
+const BENCHMARKS = ['throughput', 'unary', 'cache', 'storm', 'esdk', 'fleet', 'rss-1gib', 'soak'] as const;
 type Benchmark = (typeof BENCHMARKS)[number];
 
 function argsFor(bench: Benchmark, profile: Profile): string[] {

@@ -21,6 +21,10 @@ export interface DevVaultSettings {
   /** Azure's published limits (the dev vault's defaults). */
   readonly throttling: boolean;
   readonly keySize: 2048 | 3072 | 4096;
+  /** Versions of the key (and of the HSM key) to create; default 1. */
+  readonly versions?: number;
+  /** Also create an RSA-HSM key of this size, `<key name>-hsm` (DevVaultInfo.hsmKey). */
+  readonly hsmKeySize?: 2048 | 3072 | 4096;
 }
 
 /** The benchmark's vault: 15 ms ± 5 ms per request, Azure's throttling limits, an RSA-2048 key. */
@@ -39,6 +43,8 @@ export interface DevVaultProcess {
   resetCounters(): Promise<void>;
   /** Re-applies the throttling setting, which starts a fresh 10 s window with nothing used. */
   restartThrottleWindow(): Promise<void>;
+  /** Replaces the throttling setting (e.g. a shorter window); starts a fresh window with nothing used. */
+  setThrottling(throttling: { enabled: boolean; windowMs?: number }): Promise<void>;
   /** `keys` for a sealbox config: alias → Azure provider on this vault's key, static token, its CA. */
   sealboxKeys(alias: string): NonNullable<ConfigInput['keys']>;
   stop(): Promise<void>;
@@ -56,6 +62,8 @@ export async function spawnDevVault(settings: DevVaultSettings = BENCH_VAULT): P
       `--jitter-ms=${settings.latency.jitterMs}`,
       `--throttling=${settings.throttling ? 'on' : 'off'}`,
       `--key-size=${settings.keySize}`,
+      ...(settings.versions === undefined ? [] : [`--versions=${settings.versions}`]),
+      ...(settings.hsmKeySize === undefined ? [] : [`--hsm-key-size=${settings.hsmKeySize}`]),
     ],
     { stdio: ['ignore', 'pipe', 'pipe'] },
   );
@@ -142,6 +150,9 @@ export async function spawnDevVault(settings: DevVaultSettings = BENCH_VAULT): P
     },
     async restartThrottleWindow() {
       await admin('POST', '/_sealbox/faults', { throttling: { enabled: settings.throttling } });
+    },
+    async setThrottling(throttling) {
+      await admin('POST', '/_sealbox/faults', { throttling });
     },
     sealboxKeys(alias) {
       return {

@@ -12,7 +12,7 @@ import { after, before, test } from 'node:test';
 
 /** <build>/bench/index.js, next to <build>/test/integration. */
 const BENCH_INDEX = join(__dirname, '..', '..', 'bench', 'index.js');
-const BENCHMARKS = ['throughput', 'unary', 'cache', 'storm', 'esdk', 'soak'] as const;
+const BENCHMARKS = ['throughput', 'unary', 'cache', 'storm', 'esdk', 'fleet', 'soak'] as const;
 
 let dir: string;
 let exitCode: number | null;
@@ -170,6 +170,23 @@ test('esdk: three ESDK configurations that round-trip, and sealbox over gRPC', (
   }
   assertFigures('sealbox', r['sealbox'] as Record<string, unknown>, ['bytesPerSecond']);
   assert.equal((r['ratios'] as unknown[]).length, 3);
+});
+
+test('fleet: no 429s at the recommended poll intervals, some at the aggressive one', () => {
+  const r = result('fleet');
+  const cases = r['cases'] as Record<string, Record<string, unknown>>;
+  const throttled = (id: string) => {
+    const c = cases[id];
+    assert.ok(c, `case ${id}`);
+    assertFigures(`cases.${id}`, c, ['sidecars', 'getAttempts', 'expectedPerWindow', 'maxInAnyWindow']);
+    assert.ok((c['getAttempts'] as number) > 0, `${id}: the watchers made requests`);
+    const vault = c['vault'] as Record<string, unknown>;
+    assertFigures(`cases.${id}.vault`, vault, ['getKey', 'throttled']);
+    return vault['throttled'] as number;
+  };
+  for (const id of ['rsa2048-recommended-rolling', 'rsaHsm4096-recommended-rolling'])
+    assert.equal(throttled(id), 0, `${id}: no 429s at the recommended poll interval`);
+  assert.ok(throttled('rsaHsm4096-aggressive-rolling') > 0, 'the aggressive poll interval is throttled');
 });
 
 test('soak: samples of every phase, baseline / peak / after figures, verdicts, no failures', () => {
