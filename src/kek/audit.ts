@@ -69,8 +69,8 @@ export class AuditedProvider implements KekProvider {
     return this.audited('unwrapKey', keyId, () => this.inner.unwrap(keyId, algorithm, wrapped, signal));
   }
 
-  status(keyId: string, signal?: AbortSignal): Promise<KeyStatus> {
-    return this.audited('getKey', keyId, () => this.inner.status(keyId, signal));
+  status(keyId: string, signal?: AbortSignal, options?: { latest?: boolean }): Promise<KeyStatus> {
+    return this.audited('getKey', keyId, () => this.inner.status(keyId, signal, options));
   }
 
   owns(keyId: string): boolean {

@@ -39,8 +39,12 @@ export interface KekProvider {
    * key id and a verdict (errors.ts `Verdict`) for the key-state model.
    */
   unwrap(keyId: string, algorithm: string, wrapped: Uint8Array, signal?: AbortSignal): Promise<Buffer>;
-  /** The state of one key version. */
-  status(keyId: string, signal?: AbortSignal): Promise<KeyStatus>;
+  /**
+   * The state of one key version. With `{ latest: false }` the provider does not ask the vault for the
+   * current version just to fill `latestKeyId` (it reports the one it last knew): the key watcher reads
+   * the current version itself, once per poll, and must not spend a second request on it.
+   */
+  status(keyId: string, signal?: AbortSignal, options?: { latest?: boolean }): Promise<KeyStatus>;
   /**
    * Asks the vault for the current version now (bypassing any cache) and returns its status; the key
    * watcher calls it every poll (and once at start) so rotations, re-enables and changed dates are seen

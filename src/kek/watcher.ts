@@ -21,6 +21,7 @@
 import { randomFillSync } from 'node:crypto';
 import { performance } from 'node:perf_hooks';
 import type { KeyAttributes, KeyOperationName, KeyState, KeyStateView } from '../cache/key-states';
+import { ErrorCode, isSealboxError, SealboxError } from '../errors';
 import type { Logger } from '../log/logger';
 import { withAuditCaller } from './audit';
 import type { KekProvider } from './provider';
@@ -81,6 +82,8 @@ export class KeyWatcher {
   private confirmAt = Number.POSITIVE_INFINITY;
   private running: Promise<void> | undefined;
   private stopped = true;
+  /** Set when the vault throttled a request of the current poll: the poll's remaining requests are skipped. */
+  private throttled = false;
   private readonly random: () => number;
   private readonly pacer: Pacer;
 
@@ -133,6 +136,7 @@ export class KeyWatcher {
       () => {
         this.confirmTimer = undefined;
         this.confirmAt = Number.POSITIVE_INFINITY;
+        this.throttled = false;
         withAuditCaller({ caller: 'key-watcher' }, () => this.confirm()).finally(() => this.notify());
       },
       Math.max(0, at - Date.now()) + 5,
@@ -185,6 +189,7 @@ export class KeyWatcher {
   }
 
   private async checkAll(extra: readonly string[] = []): Promise<void> {
+    this.throttled = false;
     try {
       await withAuditCaller({ caller: 'key-watcher' }, async () => {
         await this.checkKeys(extra);
@@ -235,7 +240,11 @@ export class KeyWatcher {
           // getKey(name) speaks for the whole key: a 404 means every version is gone. Attribute the
           // verdict to the version last known current (one the vault vouched for before).
           const known = this.current.get(alias);
-          if (known !== undefined) this.states.failed(known, err, 'getKey');
+          if (known !== undefined) {
+            this.states.failed(known, err, 'getKey');
+            // One attempt per version per poll: not read again below by its version id.
+            keyIds.delete(known);
+          }
           this.log.warn({ alias, err: message }, 'key check failed');
         }
       }),
@@ -245,7 +254,9 @@ export class KeyWatcher {
         const owner = this.registry.ownerOf(keyId);
         if (!owner) return; // no configured key owns it: nothing to watch
         try {
-          const status = await this.request('getKey', () => owner.provider.status(keyId));
+          const status = await this.request('getKey', () =>
+            owner.provider.status(keyId, undefined, { latest: false }),
+          );
           this.states.attributes(keyId, status);
         } catch (err) {
           this.states.failed(keyId, err, 'getKey');
@@ -274,10 +285,27 @@ export class KeyWatcher {
     );
   }
 
+  /**
+   * One vault request, paced. Once the vault throttles (429 past the retry policy) the rest of the
+   * round is skipped — no verdict, the previous state stands — instead of adding load to a vault that
+   * asked for less; the next poll tries again.
+   */
   private request<T>(operation: KeyOperationName, call: () => Promise<T>): Promise<T> {
-    return this.pacer.run(() => {
+    return this.pacer.run(async () => {
+      if (this.throttled) {
+        throw new SealboxError(
+          ErrorCode.VAULT_THROTTLED,
+          'skipped: the vault throttled an earlier check of this poll; the next poll tries again',
+          { verdict: 'outage' },
+        );
+      }
       this.options.onRequest?.(operation);
-      return call();
+      try {
+        return await call();
+      } catch (err) {
+        if (isSealboxError(err, ErrorCode.VAULT_THROTTLED)) this.throttled = true;
+        throw err;
+      }
     });
   }
 }

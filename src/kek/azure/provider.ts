@@ -241,7 +241,7 @@ export class AzureKekProvider implements KekProvider {
     return dek;
   }
 
-  async status(keyId: string, signal?: AbortSignal): Promise<KeyStatus> {
+  async status(keyId: string, signal?: AbortSignal, options: { latest?: boolean } = {}): Promise<KeyStatus> {
     this.checkOpen();
     const ref = this.refFor(keyId, ErrorCode.INVALID_ARGUMENT);
     const key = await this.call(
@@ -250,13 +250,14 @@ export class AzureKekProvider implements KekProvider {
       (s) => this.keys.getKey(this.keyName, { version: ref.version, abortSignal: s }),
       signal,
     );
-    const latest = await this.latestVersion(signal);
+    const latestKeyId =
+      options.latest === false ? (this.latest?.keyId ?? keyId) : (await this.latestVersion(signal)).keyId;
     return {
       keyId,
       enabled: key.properties.enabled !== false,
       notBefore: key.properties.notBefore,
       expiresOn: key.properties.expiresOn,
-      latestKeyId: latest.keyId,
+      latestKeyId,
     };
   }
 

@@ -220,3 +220,18 @@ test('the pacer starts at most perSecond calls per second after its one-second b
   assert.ok(early <= 22, `calls started in the first 0.1 s: ${early} (burst 20)`);
   assert.ok(started[29]! >= 400, `the 30th call started at ${Math.round(started[29]!)} ms, before its token`);
 });
+
+test('once the vault throttles, the rest of the poll is skipped (no verdict), and the next poll tries again', async () => {
+  const { watcher, provider, cache, states } = setup({}, { maxConcurrentChecks: 1 });
+  for (let i = 0; i < 10; i++) cache.inUse.add(`k/v${i}`);
+  const throttled = new SealboxError(ErrorCode.VAULT_THROTTLED, '429', { keyId: 'k/1', verdict: 'outage' });
+  provider.states.set('k/1', throttled);
+  await watcher.checkNow();
+  // The current version (k/2) first, then k/1 is throttled: none of the ten others is asked.
+  assert.ok(provider.statusCalls.length <= 3, `requests after the 429: ${provider.statusCalls.join(',')}`);
+  assert.equal(states.watched().size, 0, 'skipped checks are no verdict');
+  provider.states.delete('k/1');
+  provider.statusCalls = [];
+  await watcher.checkNow();
+  assert.equal(provider.statusCalls.length, 12, 'the next poll reads everything again');
+});
