@@ -24,8 +24,10 @@ import { join } from 'node:path';
 import { after, before, test } from 'node:test';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { KeyClient } from '@azure/keyvault-keys';
+import { checkAll, KEY_VAULT_ROLE, MANAGED_HSM_ROLE } from '../../src/cli/check';
+import { ExitCode } from '../../src/cli/exit';
 import { decrypt, encrypt, errorCode } from '../../src/client/client';
-import type { ConfigInput } from '../../src/config/config';
+import { type ConfigInput, validateConfig } from '../../src/config/config';
 import { parseHeader } from '../../src/crypto/format';
 import {
   type DevVault,
@@ -35,6 +37,7 @@ import {
   startDevVault,
   staticTokenCredential,
 } from '../../src/devvault';
+import { buildProviders } from '../../src/main';
 import { startTestSealbox, type TestSealbox } from '../helpers/harness';
 
 const ADMIN = 'azure-credentials-admin';
@@ -331,4 +334,43 @@ test('Managed HSM end to end: A256KW under oct-HSM 256 and RSA-OAEP-256 under RS
   } finally {
     await box.close();
   }
+});
+
+test('sealbox check names the missing role, its scope and the principal on an RBAC vault and a Managed HSM', async () => {
+  const credential = credentialConfig('workload-identity', 'wi-check');
+  const config = validateConfig({
+    keys: { rbac: keyConfig('vault', 'kek', credential), hsm: keyConfig('managedhsm', 'kek', credential) },
+  });
+  const run = () =>
+    checkAll(config, (alias, whole) => {
+      const registry = buildProviders({ ...whole, keys: { [alias]: whole.keys[alias]! } });
+      return { provider: registry.forAlias(alias), close: () => registry.close() };
+    });
+  const p = entra().principal('wi-check')!;
+  const [rbac, hsmCheck] = await run();
+  assert.equal(rbac?.ok, false);
+  assert.equal(rbac?.exitCode, ExitCode.PERMISSION_DENIED, rbac?.message);
+  assert.match(
+    rbac!.message,
+    new RegExp(
+      `^get denied \\(403 Forbidden ForbiddenByRbac, data action Microsoft\\.KeyVault/vaults/keys/read\\): assign "${KEY_VAULT_ROLE}" ` +
+        `on /subscriptions/[^ ]+/providers/Microsoft\\.KeyVault/vaults/[^ ]+/keys/kek to principal appid=${p.clientId};oid=${p.objectId} ` +
+        `\\(az role assignment create --role "${KEY_VAULT_ROLE}" --assignee-object-id ${p.objectId} `,
+      'i',
+    ),
+  );
+  assert.equal(hsmCheck?.ok, false);
+  assert.match(
+    hsmCheck!.message,
+    new RegExp(
+      "^get denied \\(403 AccessDenied, Managed HSM local RBAC, data action Microsoft\\.KeyVault/managedHsm/keys/read/action on '/keys/kek'\\): " +
+        `assign "${MANAGED_HSM_ROLE}" \\(or "Managed HSM Crypto User"\\) on /keys/kek to principal workload identity ${p.clientId} ` +
+        `\\(az keyvault role assignment create --hsm-name localhost --role "${MANAGED_HSM_ROLE}" --scope /keys/kek --assignee ${p.clientId}\\)$`,
+    ),
+  );
+  // Doing what the check said is enough: the named role at the named key scope makes both pass.
+  kv.changeAccess({ assignRoles: [{ principal: 'wi-check', role: KEY_VAULT_ROLE, scope: '/keys/kek' }] });
+  hsm.changeAccess({ assignRoles: [{ principal: 'wi-check', role: MANAGED_HSM_ROLE, scope: '/keys/kek' }] });
+  const after = await run();
+  for (const c of after) assert.equal(c.ok, true, `${c.alias}: ${c.message}`);
 });
