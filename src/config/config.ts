@@ -39,10 +39,11 @@ function isVaultOrigin(text: string): boolean {
 
 /**
  * Microsoft Entra ID authority hosts of the Azure clouds, and the vault host suffixes each cloud serves.
- * Hosts: @azure/identity `AzureAuthorityHosts` (constants.ts); suffixes: "Azure Key Vault DNS suffixes"
- * in learn.microsoft.com/azure/key-vault/general/about-keys-secrets-certificates (Key Vault: vault.azure.net,
- * vault.azure.cn, vault.usgovcloudapi.net; Managed HSM: managedhsm.azure.net, and per the Managed HSM docs
- * managedhsm.azure.cn / managedhsm.usgovcloudapi.net). docs/azure.md "Clouds" lists the sources.
+ * Authority hosts: @azure/identity 4.13 `AzureAuthorityHosts` (src/constants.ts). Suffixes: Azure CLI's
+ * built-in clouds (azure-cli-core `cloud.py`, `HARD_CODED_CLOUD_LIST`: `active_directory`, `keyvault_dns`,
+ * `mhsm_dns` per cloud); Key Vault object ids (learn.microsoft.com/azure/key-vault/general/about-keys-secrets-and-certificates)
+ * for the public cloud; "Access Azure Key Vault behind a firewall" on docs.azure.cn for China
+ * (`*.vault.azure.cn` with `login.chinacloudapi.cn`). docs/azure.md "Clouds" lists them.
  */
 export const AZURE_CLOUDS = {
   public: {
