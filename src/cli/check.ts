@@ -162,6 +162,66 @@ export function callerOf(cause: unknown): string | undefined {
   return /appid=[^;'"\s]{1,128};oid=[0-9A-Za-z-]{1,64}/.exec(message)?.[0];
 }
 
+/** The least-privileged built-in roles that allow get, wrapKey and unwrapKey on a key (docs/azure.md "Permissions"). */
+export const KEY_VAULT_ROLE = 'Key Vault Crypto Service Encryption User';
+export const MANAGED_HSM_ROLE = 'Managed HSM Crypto Service Encryption User';
+
+/** `Name: 'value'` from a Key Vault RBAC 403 message (Action, Resource), bounded. */
+function rbacField(message: string, field: 'Action' | 'Resource'): string | undefined {
+  return new RegExp(`${field}: '([^'\\r\\n]{1,512})'`).exec(message)?.[1];
+}
+
+/**
+ * For a 403 from role-based access — Azure RBAC on a vault (inner ForbiddenByRbac) or Managed HSM local
+ * RBAC (code AccessDenied, "Not authorized to access <data action> on '<scope>'") — the role to assign,
+ * its scope and the principal, with the az command. Undefined for access-policy refusals.
+ */
+export function missingRole(
+  cause: unknown,
+  codes: readonly string[],
+  step: CheckStep,
+  description: KeyDescription,
+  identity: string,
+): string | undefined {
+  const raw = (cause as CauseLike | undefined)?.message;
+  const message = typeof raw === 'string' ? raw : '';
+  const keyName = description.keyName ?? '<key>';
+  const vaultHost = description.vaultUrl ? new URL(description.vaultUrl).hostname : '<vault>';
+  // az: the object id when the vault named the caller, else the configured client id (az resolves it).
+  const oid = /oid=([0-9A-Za-z-]{1,64})/.exec(identity)?.[1];
+  const clientId = /[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}/i.exec(identity)?.[0];
+  const assignee = oid
+    ? `--assignee-object-id ${oid} --assignee-principal-type ServicePrincipal`
+    : `--assignee ${clientId ?? '<principal>'}`;
+  if (codes.includes('ForbiddenByRbac')) {
+    // Key Vault names the ARM resource it checked; a role on the key (or anything above it) grants it.
+    const resource = rbacField(message, 'Resource');
+    const action = rbacField(message, 'Action');
+    const scope =
+      resource && /\/keys\/[^/]+$/i.test(resource)
+        ? resource
+        : `${resource ?? `<vault ${vaultHost} resource id>`}/keys/${keyName}`;
+    return (
+      `${step} denied (403 Forbidden ForbiddenByRbac${action ? `, data action ${action}` : ''}): assign ` +
+      `"${KEY_VAULT_ROLE}" on ${scope} to principal ${identity} ` +
+      `(az role assignment create --role "${KEY_VAULT_ROLE}" ${assignee} --scope ${scope}); role assignments ` +
+      'can take minutes to apply'
+    );
+  }
+  const hsm = /^Not authorized to access (\S{1,256}) on '([^']{1,256})'/.exec(message);
+  if (codes[0] === 'AccessDenied' && !codes.includes('Forbidden') && hsm) {
+    const scope = `/keys/${keyName}`;
+    const hsmName = vaultHost.split('.')[0];
+    return (
+      `${step} denied (403 AccessDenied, Managed HSM local RBAC, data action ${hsm[1]} on '${hsm[2]}'): assign ` +
+      `"${MANAGED_HSM_ROLE}" (or "Managed HSM Crypto User") on ${scope} to principal ${identity} ` +
+      `(az keyvault role assignment create --hsm-name ${hsmName} --role "${MANAGED_HSM_ROLE}" ` +
+      `--scope ${scope} ${assignee})`
+    );
+  }
+  return undefined;
+}
+
 /** The exit code and message for an error thrown during `step`. */
 export function explain(
   err: unknown,
@@ -193,6 +253,8 @@ export function explain(
         !codes.includes('ForbiddenByConnection')
       ) {
         const identity = callerOf(cause) ?? description.identity ?? 'the configured identity';
+        const role = missingRole(cause, codes, step, description, identity);
+        if (role) return { exitCode: ExitCode.PERMISSION_DENIED, message: role };
         return {
           exitCode: ExitCode.PERMISSION_DENIED,
           message:

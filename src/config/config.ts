@@ -37,6 +37,56 @@ function isVaultOrigin(text: string): boolean {
   }
 }
 
+/**
+ * Microsoft Entra ID authority hosts of the Azure clouds, and the vault host suffixes each cloud serves.
+ * Authority hosts: @azure/identity 4.13 `AzureAuthorityHosts` (src/constants.ts). Suffixes: Azure CLI's
+ * built-in clouds (azure-cli-core `cloud.py`, `HARD_CODED_CLOUD_LIST`: `active_directory`, `keyvault_dns`,
+ * `mhsm_dns` per cloud); Key Vault object ids (learn.microsoft.com/azure/key-vault/general/about-keys-secrets-and-certificates)
+ * for the public cloud; "Access Azure Key Vault behind a firewall" on docs.azure.cn for China
+ * (`*.vault.azure.cn` with `login.chinacloudapi.cn`). docs/azure.md "Clouds" lists them.
+ */
+export const AZURE_CLOUDS = {
+  public: {
+    authorityHost: 'https://login.microsoftonline.com',
+    vaultSuffixes: ['.vault.azure.net', '.managedhsm.azure.net'],
+  },
+  china: {
+    authorityHost: 'https://login.chinacloudapi.cn',
+    vaultSuffixes: ['.vault.azure.cn', '.managedhsm.azure.cn'],
+  },
+  usgov: {
+    authorityHost: 'https://login.microsoftonline.us',
+    vaultSuffixes: ['.vault.usgovcloudapi.net', '.managedhsm.usgovcloudapi.net'],
+  },
+} as const;
+export type AzureCloud = keyof typeof AZURE_CLOUDS;
+
+/** The cloud a vault URL's host belongs to; 'dev' for loopback (the dev vault); undefined when unknown. */
+export function vaultCloud(vaultUrl: string): AzureCloud | 'dev' | undefined {
+  let host: string;
+  try {
+    host = new URL(vaultUrl).hostname.toLowerCase().replace(/^\[|\]$/g, '');
+  } catch {
+    return undefined;
+  }
+  if (isLoopback(host) || host.endsWith('.localhost')) return 'dev';
+  for (const [cloud, { vaultSuffixes }] of Object.entries(AZURE_CLOUDS)) {
+    if (vaultSuffixes.some((suffix) => host.endsWith(suffix))) return cloud as AzureCloud;
+  }
+  return undefined;
+}
+
+/** An https origin (no path other than "/", no query, no credentials), normalized: "https://host[:port]". */
+function httpsOrigin(text: string): string | undefined {
+  return isVaultOrigin(text) ? new URL(text).origin : undefined;
+}
+
+/** The cloud whose authority host `origin` is, if any. */
+function cloudOfAuthority(origin: string): AzureCloud | undefined {
+  const found = Object.entries(AZURE_CLOUDS).find(([, c]) => c.authorityHost === origin);
+  return found?.[0] as AzureCloud | undefined;
+}
+
 const azureCredential = z
   .object({
     /** default: DefaultAzureCredential (workload identity, then managed identity, …); static-token: dev vault only. */
@@ -47,6 +97,24 @@ const azureCredential = z
     tokenFile: z.string().min(1).optional(),
     /** static-token only; prefer tokenFile. */
     token: z.string().min(1).optional(),
+    /** The Azure cloud whose Entra ID signs in; checked against the vault URL. */
+    cloud: z.enum(['public', 'china', 'usgov']).optional(),
+    /** An explicit Entra ID authority host (https://host[:port]); instead of cloud. */
+    authorityHost: z
+      .string()
+      .refine(
+        (t) => httpsOrigin(t) !== undefined,
+        'authorityHost must be https://host[:port], nothing after it',
+      )
+      .optional(),
+    /**
+     * Skip MSAL's instance discovery (a request to login.microsoftonline.com about the authority). Unset:
+     * skipped exactly when authorityHost is not one of the Azure clouds' hosts (the dev vault, Azure Stack),
+     * which discovery would refuse as an untrusted authority.
+     */
+    disableInstanceDiscovery: z.boolean().optional(),
+    /** PEM CA the authority host's TLS certificate chains to (the dev vault's Entra ID); replaces the default CAs for Entra ID only. */
+    authorityCaFile: z.string().min(1).optional(),
   })
   .refine((c) => c.kind !== 'static-token' || c.token !== undefined || c.tokenFile !== undefined, {
     message: 'a static-token credential needs token or tokenFile',
@@ -55,32 +123,103 @@ const azureCredential = z
   .refine((c) => c.kind === 'static-token' || c.token === undefined, {
     message: 'token is only allowed with kind: static-token (the local dev vault)',
     path: ['token'],
+  })
+  .refine((c) => c.cloud === undefined || c.authorityHost === undefined, {
+    message: 'set cloud or authorityHost, not both (cloud names the authority host)',
+    path: ['authorityHost'],
+  })
+  .refine(
+    (c) =>
+      c.kind !== 'static-token' ||
+      (c.cloud === undefined &&
+        c.authorityHost === undefined &&
+        c.authorityCaFile === undefined &&
+        c.disableInstanceDiscovery === undefined),
+    {
+      message:
+        'cloud, authorityHost, authorityCaFile and disableInstanceDiscovery need an Entra ID credential, not static-token',
+      path: ['kind'],
+    },
+  )
+  .refine((c) => c.authorityCaFile === undefined || c.authorityHost !== undefined, {
+    message: "authorityCaFile needs authorityHost: the Azure clouds' authorities use public CAs",
+    path: ['authorityCaFile'],
   });
 
-const azureKey = z.object({
-  provider: z.literal('azure'),
-  /** https://{name}.vault.azure.net, https://{name}.managedhsm.azure.net, or the dev vault's URL. */
-  vaultUrl: z
-    .string()
-    .refine(isVaultOrigin, 'vaultUrl must be https://host[:port], with no path, query or credentials'),
-  keyName: z.string().regex(/^[0-9A-Za-z-]{1,127}$/, 'keyName must be 1-127 letters, digits or dashes'),
-  credential: azureCredential.prefault({}),
-  /** PEM CA the vault's TLS certificate chains to (dev vault); replaces the default CAs for this vault only. */
-  caFile: z.string().min(1).optional(),
-  retry: z
-    .object({
-      maxAttempts: size(1, 10).default(3),
-      baseDelayMs: size(0, 60_000).default(250),
-      maxDelayMs: size(0, 120_000).default(4_000),
-      /** Deadline per vault call, all attempts and waits included. */
-      timeoutMs: size(100, 300_000).default(10_000),
-    })
-    .refine((r) => r.maxDelayMs >= r.baseDelayMs, {
-      message: 'must be >= retry.baseDelayMs',
-      path: ['maxDelayMs'],
-    })
-    .prefault({}),
-});
+/** The authority host a credential config names (cloud or authorityHost), normalized; undefined: the SDK's default. */
+export function configuredAuthorityHost(c: {
+  readonly cloud?: AzureCloud | undefined;
+  readonly authorityHost?: string | undefined;
+}): string | undefined {
+  if (c.authorityHost !== undefined) return httpsOrigin(c.authorityHost);
+  return c.cloud === undefined ? undefined : AZURE_CLOUDS[c.cloud].authorityHost;
+}
+
+/** Whether MSAL's instance discovery is skipped for this credential config (see disableInstanceDiscovery). */
+export function instanceDiscoveryDisabled(c: {
+  readonly authorityHost?: string | undefined;
+  readonly disableInstanceDiscovery?: boolean | undefined;
+}): boolean {
+  if (c.disableInstanceDiscovery !== undefined) return c.disableInstanceDiscovery;
+  const origin = c.authorityHost === undefined ? undefined : httpsOrigin(c.authorityHost);
+  return origin !== undefined && cloudOfAuthority(origin) === undefined;
+}
+
+/**
+ * The cloud check: the authority a key's credential signs in to must be the cloud its vault is in
+ * (a public-cloud token is refused by a China vault, and the other way round). Returns the problem, or
+ * undefined. Loopback (dev vault) URLs accept any explicit authorityHost; hosts of no known cloud
+ * (custom DNS) are not checked.
+ */
+export function cloudMismatch(
+  vaultUrl: string,
+  credential: { readonly cloud?: AzureCloud | undefined; readonly authorityHost?: string | undefined },
+): string | undefined {
+  const authority = configuredAuthorityHost(credential);
+  if (authority === undefined) return undefined;
+  const vault = vaultCloud(vaultUrl);
+  if (vault === undefined || vault === 'dev') return undefined;
+  if (authority === AZURE_CLOUDS[vault].authorityHost) return undefined;
+  const named =
+    credential.cloud !== undefined
+      ? `cloud ${credential.cloud} (${authority})`
+      : `authorityHost ${authority}`;
+  return (
+    `the credential signs in at ${named}, but vaultUrl ${vaultUrl} is a vault of the ${vault} cloud, whose ` +
+    `Entra ID is ${AZURE_CLOUDS[vault].authorityHost}: set credential.cloud: ${vault} (or remove cloud/authorityHost), ` +
+    'or correct vaultUrl'
+  );
+}
+
+const azureKey = z
+  .object({
+    provider: z.literal('azure'),
+    /** https://{name}.vault.azure.net, https://{name}.managedhsm.azure.net, or the dev vault's URL. */
+    vaultUrl: z
+      .string()
+      .refine(isVaultOrigin, 'vaultUrl must be https://host[:port], with no path, query or credentials'),
+    keyName: z.string().regex(/^[0-9A-Za-z-]{1,127}$/, 'keyName must be 1-127 letters, digits or dashes'),
+    credential: azureCredential.prefault({}),
+    /** PEM CA the vault's TLS certificate chains to (dev vault); replaces the default CAs for this vault only. */
+    caFile: z.string().min(1).optional(),
+    retry: z
+      .object({
+        maxAttempts: size(1, 10).default(3),
+        baseDelayMs: size(0, 60_000).default(250),
+        maxDelayMs: size(0, 120_000).default(4_000),
+        /** Deadline per vault call, all attempts and waits included. */
+        timeoutMs: size(100, 300_000).default(10_000),
+      })
+      .refine((r) => r.maxDelayMs >= r.baseDelayMs, {
+        message: 'must be >= retry.baseDelayMs',
+        path: ['maxDelayMs'],
+      })
+      .prefault({}),
+  })
+  .superRefine((key, ctx) => {
+    const problem = cloudMismatch(key.vaultUrl, key.credential);
+    if (problem) ctx.addIssue({ code: 'custom', path: ['credential', 'cloud'], message: problem });
+  });
 
 /** True for addresses that never leave the machine. */
 function isLoopback(host: string): boolean {

@@ -23,8 +23,9 @@ import type { KeyClientOptions } from '@azure/keyvault-keys';
 
 /**
  * A sealbox `keys.<alias>` entry for key `keyName` in a dev vault, authenticating with `token` (a
- * static identity token; sealbox's config has no credential kind for the embedded Entra ID yet) and
- * trusting only the vault's CA.
+ * static identity token) and trusting only the vault's CA. To sign in through the embedded Entra ID
+ * instead, use `credential.kind: workload-identity` or `managed-identity` with `authorityHost` and
+ * `authorityCaFile` (docs/azure.md "Against the dev vault's embedded Entra ID").
  */
 export function sealboxKeyConfig(
   vault: { readonly url: string; readonly caFile: string },

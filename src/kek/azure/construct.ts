@@ -15,6 +15,7 @@ import {
   KeyClient,
   type KeyVaultKey,
 } from '@azure/keyvault-keys';
+import { type AzureCloud, configuredAuthorityHost, instanceDiscoveryDisabled } from '../../config/config';
 import type { RetryDeps, RetryPolicyOptions } from '../retry';
 import { parseKeyId, vaultHost } from './key-id';
 import { AzureKekProvider, type VaultCallObserver } from './provider';
@@ -34,6 +35,14 @@ export interface AzureCredentialConfig {
   readonly tokenFile?: string | undefined;
   /** static-token: the token itself (dev only; prefer tokenFile). */
   readonly token?: string | undefined;
+  /** The Azure cloud whose Entra ID signs in (public, china, usgov); see config.ts AZURE_CLOUDS. */
+  readonly cloud?: AzureCloud | undefined;
+  /** An explicit Entra ID authority host, instead of cloud (the dev vault's Entra ID, Azure Stack). */
+  readonly authorityHost?: string | undefined;
+  /** Skip MSAL's instance discovery; unset: skipped for authority hosts of no Azure cloud. */
+  readonly disableInstanceDiscovery?: boolean | undefined;
+  /** PEM CA of the authority host's TLS certificate (the dev vault's Entra ID); Entra ID requests only. */
+  readonly authorityCaFile?: string | undefined;
 }
 
 /** One `keys.<alias>` entry with `provider: azure` (see the schema proposed in docs/azure.md). */
@@ -62,6 +71,24 @@ export interface AzureProviderDeps {
 
 const readUtf8 = (path: string) => readFileSync(path, 'utf8');
 
+/**
+ * The @azure/identity options every Entra ID credential of this config shares: the authority host (from
+ * cloud or authorityHost; unset, the SDK's default or AZURE_AUTHORITY_HOST), instance discovery, and the
+ * authority's CA. identity builds its IdentityClient (MSAL's HTTP client) from the credential options, so
+ * `tlsOptions` reaches core-rest-pipeline's tlsPolicy for Entra ID requests only. Verification stays on.
+ */
+export function entraCredentialOptions(
+  config: AzureCredentialConfig,
+  readFile: (path: string) => string = readUtf8,
+): { authorityHost?: string; disableInstanceDiscovery?: boolean; tlsOptions?: { ca: string } } {
+  const authorityHost = configuredAuthorityHost(config);
+  return {
+    ...(authorityHost ? { authorityHost } : {}),
+    ...(instanceDiscoveryDisabled(config) ? { disableInstanceDiscovery: true } : {}),
+    ...(config.authorityCaFile ? { tlsOptions: { ca: readCaFile(config.authorityCaFile, readFile) } } : {}),
+  };
+}
+
 /** Builds the credential a config asks for. Throws (at startup) when the config cannot work. */
 export function createAzureCredential(
   config: AzureCredentialConfig,
@@ -70,19 +97,23 @@ export function createAzureCredential(
   switch (config.kind) {
     case 'default':
       return new DefaultAzureCredential({
+        ...entraCredentialOptions(config, readFile),
         ...(config.clientId ? { managedIdentityClientId: config.clientId } : {}),
         ...(config.clientId ? { workloadIdentityClientId: config.clientId } : {}),
         ...(config.tenantId ? { tenantId: config.tenantId } : {}),
       });
     case 'workload-identity':
-      // Unset fields fall back to AZURE_CLIENT_ID, AZURE_TENANT_ID and AZURE_FEDERATED_TOKEN_FILE,
-      // which the AKS workload identity webhook injects; the SDK reads them, not sealbox.
+      // Unset fields fall back to AZURE_CLIENT_ID, AZURE_TENANT_ID and AZURE_FEDERATED_TOKEN_FILE
+      // (and the authority to AZURE_AUTHORITY_HOST), which the AKS workload identity webhook injects;
+      // the SDK reads them, not sealbox.
       return new WorkloadIdentityCredential({
+        ...entraCredentialOptions(config, readFile),
         ...(config.clientId ? { clientId: config.clientId } : {}),
         ...(config.tenantId ? { tenantId: config.tenantId } : {}),
         ...(config.tokenFile ? { tokenFilePath: config.tokenFile } : {}),
       });
     case 'managed-identity':
+      // The managed identity endpoint (IMDS, App Service, …) issues the token itself: no authority host.
       return config.clientId
         ? new ManagedIdentityCredential({ clientId: config.clientId })
         : new ManagedIdentityCredential();
@@ -119,7 +150,7 @@ export function staticTokenCredential(read: () => string): TokenCredential {
  * caches one agent (connection pool) per TLS settings object.
  */
 export function azureClientOptions(
-  options: { tls?: { ca: string } | undefined; staticToken?: boolean } = {},
+  options: { tls?: { ca: string } | undefined; staticToken?: boolean; loopback?: boolean } = {},
 ): CryptographyClientOptions {
   return {
     // Exactly one retry layer (retry.ts): SDK retries would multiply attempts past our deadline and
@@ -129,9 +160,10 @@ export function azureClientOptions(
     // core-rest-pipeline turns tlsOptions into its tlsPolicy, which sets PipelineRequest.tlsSettings
     // for each request; the Node HTTP client passes `ca` to https.Agent. Verification stays on.
     ...(options.tls ? { tlsOptions: options.tls } : {}),
-    // A static token is not scoped by the challenge's resource, and the dev vault's host (localhost,
-    // 127.0.0.1) can never match *.vault.azure.net. Real credentials keep the check.
-    ...(options.staticToken ? { disableChallengeResourceVerification: true } : {}),
+    // A static token is not scoped by the challenge's resource, and a loopback host (the dev vault on
+    // localhost or 127.0.0.1) has no dot, so no resource can ever match it (the SDK requires the host to
+    // end with "." + the resource's host). Real credentials against a real vault keep the check.
+    ...(options.staticToken || options.loopback ? { disableChallengeResourceVerification: true } : {}),
   };
 }
 
@@ -160,17 +192,24 @@ export function createAzureProvider(config: AzureKeyConfig, deps: AzureProviderD
   const tls = config.caFile ? { ca: readCaFile(config.caFile, readFile) } : undefined;
   const staticToken = config.credential.kind === 'static-token';
   const vaultUrl = `https://${vaultHost(config.vaultUrl)}`;
+  const loopback = isLoopbackHost(new URL(vaultUrl).hostname);
   return new AzureKekProvider({
     vaultUrl,
     keyName: config.keyName,
-    keyClient: new KeyClient(vaultUrl, credential, azureClientOptions({ tls, staticToken })),
+    keyClient: new KeyClient(vaultUrl, credential, azureClientOptions({ tls, staticToken, loopback })),
     cryptoClientFactory: (keyId) =>
-      remoteOnlyCryptographyClient(keyId, credential, azureClientOptions({ tls, staticToken })),
+      remoteOnlyCryptographyClient(keyId, credential, azureClientOptions({ tls, staticToken, loopback })),
     retry: config.retry,
     deps: deps.retryDeps,
     currentVersionTtlMs: deps.currentVersionTtlMs,
     onVaultCall: deps.onVaultCall,
   });
+}
+
+/** localhost, 127.0.0.0/8 or ::1: a vault on this machine (the dev vault). */
+function isLoopbackHost(hostname: string): boolean {
+  const host = hostname.replace(/^\[|\]$/g, '').toLowerCase();
+  return host === 'localhost' || host === '::1' || /^127(\.\d{1,3}){3}$/.test(host);
 }
 
 /**

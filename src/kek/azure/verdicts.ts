@@ -130,6 +130,25 @@ export const VAULT_VERDICTS: readonly VerdictRow[] = [
     },
   },
   {
+    // @azure/identity processMultiTenantRequest throws CredentialUnavailableError "The current credential
+    // is not configured to acquire tokens for tenant X" when the vault's challenge names a tenant the
+    // credential's tenantId (or additionallyAllowedTenants) does not allow: a configuration error, not an
+    // unreachable identity endpoint, and still no statement about the key.
+    when: '@azure/identity CredentialUnavailableError "not configured to acquire tokens for tenant" (tenant mismatch)',
+    matches: (f) =>
+      f.name === 'CredentialUnavailableError' &&
+      /not configured to acquire tokens for tenant/.test(f.message),
+    code: ErrorCode.PERMISSION_DENIED,
+    verdict: 'outage',
+    message: (c) => {
+      const tenant = /for tenant ([0-9A-Za-z.-]{1,64})/.exec(c.failure.message)?.[1] ?? '(unknown)';
+      return (
+        `the vault's challenge for ${c.what} names tenant ${tenant}, which the credential is not configured ` +
+        'for; set credential.tenantId (or AZURE_TENANT_ID) to the tenant the vault belongs to'
+      );
+    },
+  },
+  {
     when: '@azure/identity CredentialUnavailableError / AggregateAuthenticationError (no token could be had)',
     matches: (f) => f.name === 'CredentialUnavailableError' || f.name === 'AggregateAuthenticationError',
     code: ErrorCode.VAULT_UNAVAILABLE,
@@ -138,6 +157,31 @@ export const VAULT_VERDICTS: readonly VerdictRow[] = [
       `no Azure credential could get a token for ${c.what} (${c.failure.name}); the identity endpoint may ` +
       'be down, or no workload identity / managed identity is configured for this pod or VM — this is ' +
       'not a verdict about the key, cached data keys keep serving until their TTL',
+  },
+  {
+    // identity's handleMsalError (msal/utils.ts, 4.13) turns every other MSAL error — Entra ID's OAuth
+    // refusals and network failures alike — into AuthenticationRequiredError with MSAL's message and no
+    // status. MSAL's message starts with the OAuth error code, so Entra ID's refusals (RFC 6749 §5.2:
+    // a federated assertion for the wrong audience is invalid_grant / AADSTS700212, an unknown tenant
+    // invalid_request / AADSTS90002) are told apart from network_error, temporarily_unavailable and
+    // server_error, which fall through to the unavailable row below.
+    when: '@azure/identity AuthenticationRequiredError carrying an OAuth refusal (invalid_grant, invalid_client, …)',
+    matches: (f) =>
+      f.name === 'AuthenticationRequiredError' &&
+      /\b(invalid_request|invalid_client|invalid_grant|unauthorized_client|unsupported_grant_type|invalid_scope)\b/.test(
+        f.message,
+      ),
+    code: ErrorCode.PERMISSION_DENIED,
+    verdict: 'outage',
+    message: (c) => {
+      const oauth = /\b(invalid_\w+|unauthorized_client|unsupported_grant_type)\b/.exec(
+        c.failure.message,
+      )?.[1];
+      return (
+        `Microsoft Entra ID refused a token for ${c.what} (${c.failure.name} ${oauth}); check the ` +
+        "identity's client id, tenant and federated credential (issuer, subject, audience api://AzureADTokenExchange)"
+      );
+    },
   },
   {
     when: '@azure/identity AuthenticationError without status, 429 or 5xx (Entra ID unavailable)',

@@ -174,7 +174,48 @@ const cases: Array<{ name: string; fake: FakeOptions; exit: ExitCode; message: R
     },
     exit: ExitCode.PERMISSION_DENIED,
     message:
-      /^get denied \(403 Forbidden ForbiddenByRbac\): grant get to identity managed identity 1111 on key kek/,
+      /^get denied \(403 Forbidden ForbiddenByRbac\): assign "Key Vault Crypto Service Encryption User" on <vault unit\.vault\.azure\.net resource id>\/keys\/kek to principal managed identity 1111 \(az role assignment create/,
+  },
+  {
+    name: 'RBAC with the recorded message: the resource and caller Key Vault named',
+    fake: {
+      current: {},
+      failAt: 'wrapKey',
+      error: azureFailure(
+        'wrapKey',
+        vaultError(
+          403,
+          'Forbidden',
+          'ForbiddenByRbac',
+          'Caller is not authorized to perform action on resource.\r\nIf role assignments, deny assignments or role ' +
+            'definitions were changed recently, please observe propagation time.\r\nCaller: appid=a1;oid=0b1;iss=x\r\n' +
+            "Action: 'Microsoft.KeyVault/vaults/keys/wrap/action'\r\nResource: '/subscriptions/s/resourcegroups/rg/" +
+            "providers/microsoft.keyvault/vaults/unit/keys/kek'\r\nAssignment: (not found)\r\n",
+        ),
+      ),
+    },
+    exit: ExitCode.PERMISSION_DENIED,
+    message:
+      /^wrapKey denied \(403 Forbidden ForbiddenByRbac, data action Microsoft\.KeyVault\/vaults\/keys\/wrap\/action\): assign "Key Vault Crypto Service Encryption User" on \/subscriptions\/s\/resourcegroups\/rg\/providers\/microsoft\.keyvault\/vaults\/unit\/keys\/kek to principal appid=a1;oid=0b1 \(az role assignment create --role "Key Vault Crypto Service Encryption User" --assignee-object-id 0b1 --assignee-principal-type ServicePrincipal --scope \/subscriptions\/s\/resourcegroups\/rg\/providers\/microsoft\.keyvault\/vaults\/unit\/keys\/kek\)/,
+  },
+  {
+    name: 'Managed HSM local RBAC: the role on /keys/NAME',
+    fake: {
+      current: {},
+      failAt: 'get',
+      error: azureFailure(
+        'get',
+        vaultError(
+          403,
+          'AccessDenied',
+          undefined,
+          "Not authorized to access Microsoft.KeyVault/managedHsm/keys/read/action on '/keys/kek' (Activity ID: 1)",
+        ),
+      ),
+    },
+    exit: ExitCode.PERMISSION_DENIED,
+    message:
+      /^get denied \(403 AccessDenied, Managed HSM local RBAC, data action Microsoft\.KeyVault\/managedHsm\/keys\/read\/action on '\/keys\/kek'\): assign "Managed HSM Crypto Service Encryption User" \(or "Managed HSM Crypto User"\) on \/keys\/kek to principal managed identity 1111 \(az keyvault role assignment create --hsm-name unit --role "Managed HSM Crypto Service Encryption User" --scope \/keys\/kek --assignee <principal>\)$/,
   },
   {
     name: "wrapKey not in the key's permitted operations",

@@ -3,7 +3,14 @@ import { mkdtempSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { test } from 'node:test';
-import { ConfigError, loadConfig, validateConfig } from '../../../src/config/config';
+import {
+  ConfigError,
+  configuredAuthorityHost,
+  instanceDiscoveryDisabled,
+  loadConfig,
+  validateConfig,
+  vaultCloud,
+} from '../../../src/config/config';
 
 const dir = mkdtempSync(join(tmpdir(), 'sealbox-config-'));
 
@@ -246,6 +253,49 @@ const badAzure: Array<[string, unknown, RegExp]> = [
     /only allowed with kind: static-token/,
   ],
   [
+    'a public-cloud vault with the China cloud',
+    { ...azureBase, credential: { kind: 'workload-identity', cloud: 'china' } },
+    /keys\.k\.credential\.cloud: the credential signs in at cloud china \(https:\/\/login\.chinacloudapi\.cn\), but vaultUrl https:\/\/v\.vault\.azure\.net is a vault of the public cloud, whose Entra ID is https:\/\/login\.microsoftonline\.com/,
+  ],
+  [
+    'a China vault with the public authority host',
+    {
+      ...azureBase,
+      vaultUrl: 'https://v.vault.azure.cn',
+      credential: { kind: 'workload-identity', authorityHost: 'https://login.microsoftonline.com/' },
+    },
+    /authorityHost https:\/\/login\.microsoftonline\.com, but vaultUrl https:\/\/v\.vault\.azure\.cn is a vault of the china cloud, whose Entra ID is https:\/\/login\.chinacloudapi\.cn/,
+  ],
+  [
+    'a US Government Managed HSM with a custom authority',
+    {
+      ...azureBase,
+      vaultUrl: 'https://h.managedhsm.usgovcloudapi.net',
+      credential: { kind: 'default', authorityHost: 'https://localhost:8443' },
+    },
+    /vault of the usgov cloud, whose Entra ID is https:\/\/login\.microsoftonline\.us/,
+  ],
+  [
+    'cloud and authorityHost together',
+    { ...azureBase, credential: { cloud: 'public', authorityHost: 'https://login.microsoftonline.com' } },
+    /set cloud or authorityHost, not both/,
+  ],
+  [
+    'an authority host with a path',
+    { ...azureBase, credential: { authorityHost: 'https://login.microsoftonline.com/tenant' } },
+    /authorityHost must be https:\/\/host\[:port\]/,
+  ],
+  [
+    'a cloud on a static token',
+    { ...azureBase, credential: { kind: 'static-token', token: 't', cloud: 'public' } },
+    /need an Entra ID credential, not static-token/,
+  ],
+  [
+    'an authority CA without an authority host',
+    { ...azureBase, credential: { cloud: 'public', authorityCaFile: '/ca.pem' } },
+    /authorityCaFile needs authorityHost/,
+  ],
+  [
     'max delay below base delay',
     { ...azureBase, retry: { baseDelayMs: 500, maxDelayMs: 100 } },
     /maxDelayMs/,
@@ -260,3 +310,55 @@ for (const [name, key, message] of badAzure) {
     );
   });
 }
+
+test('clouds: each vault suffix names its cloud; matching clouds and dev-vault authorities are accepted', () => {
+  const cases: Array<[string, string | undefined]> = [
+    ['https://v.vault.azure.net', 'public'],
+    ['https://h.managedhsm.azure.net', 'public'],
+    ['https://v.vault.azure.cn', 'china'],
+    ['https://v.vault.usgovcloudapi.net', 'usgov'],
+    ['https://localhost:8443', 'dev'],
+    ['https://sealbox.managedhsm.localhost:8443', 'dev'],
+    ['https://127.0.0.1:8443', 'dev'],
+    ['https://vault.example.internal', undefined],
+  ];
+  for (const [url, cloud] of cases) assert.equal(vaultCloud(url), cloud, url);
+  const ok: Array<Record<string, unknown>> = [
+    { ...azureBase, credential: { kind: 'workload-identity', cloud: 'public' } },
+    { ...azureBase, vaultUrl: 'https://v.vault.azure.cn', credential: { cloud: 'china' } },
+    {
+      ...azureBase,
+      vaultUrl: 'https://v.vault.usgovcloudapi.net',
+      credential: { kind: 'managed-identity', authorityHost: 'https://login.microsoftonline.us' },
+    },
+    {
+      ...azureBase,
+      vaultUrl: 'https://localhost:8443',
+      credential: {
+        kind: 'workload-identity',
+        authorityHost: 'https://localhost:9443',
+        authorityCaFile: '/ca.pem',
+      },
+    },
+    // A host of no known cloud (custom DNS) is not checked.
+    { ...azureBase, vaultUrl: 'https://vault.example.internal', credential: { cloud: 'china' } },
+  ];
+  for (const key of ok) assert.doesNotThrow(() => validateConfig({ keys: { k: key } }), JSON.stringify(key));
+});
+
+test('authority host and instance discovery: from cloud or authorityHost; discovery off only for non-cloud hosts', () => {
+  assert.equal(configuredAuthorityHost({}), undefined, 'unset: the SDK default or AZURE_AUTHORITY_HOST');
+  assert.equal(configuredAuthorityHost({ cloud: 'china' }), 'https://login.chinacloudapi.cn');
+  assert.equal(
+    configuredAuthorityHost({ authorityHost: 'https://localhost:9443/' }),
+    'https://localhost:9443',
+  );
+  assert.equal(instanceDiscoveryDisabled({}), false);
+  assert.equal(instanceDiscoveryDisabled({ authorityHost: 'https://login.microsoftonline.us' }), false);
+  assert.equal(instanceDiscoveryDisabled({ authorityHost: 'https://localhost:9443' }), true);
+  assert.equal(
+    instanceDiscoveryDisabled({ authorityHost: 'https://localhost:9443', disableInstanceDiscovery: false }),
+    false,
+  );
+  assert.equal(instanceDiscoveryDisabled({ disableInstanceDiscovery: true }), true);
+});

@@ -33,6 +33,7 @@ import {
   type AzureKeyReader,
   azureClientOptions,
   createAzureProvider,
+  entraCredentialOptions,
   mapVaultError,
   parseKeyId,
   staticTokenCredential,
@@ -1010,6 +1011,41 @@ describe('client options', () => {
     assert.equal(b.disableChallengeResourceVerification, undefined);
     assert.ok(!JSON.stringify(a).includes('rejectUnauthorized'));
     assert.deepEqual(azureClientOptions().tlsOptions, undefined);
+  });
+
+  test('loopback vaults (the dev vault) skip the challenge-resource check for every credential', () => {
+    assert.equal(azureClientOptions({ loopback: true }).disableChallengeResourceVerification, true);
+  });
+
+  test('Entra ID options: authority from cloud or authorityHost, discovery off for non-cloud hosts, the authority CA', () => {
+    const pem = '-----BEGIN CERTIFICATE-----\nx\n-----END CERTIFICATE-----\n';
+    const read = (path: string) => {
+      assert.equal(path, '/dev-ca.pem');
+      return pem;
+    };
+    assert.deepEqual(entraCredentialOptions({ kind: 'workload-identity' }), {});
+    assert.deepEqual(entraCredentialOptions({ kind: 'default', cloud: 'usgov' }), {
+      authorityHost: 'https://login.microsoftonline.us',
+    });
+    assert.deepEqual(
+      entraCredentialOptions(
+        {
+          kind: 'workload-identity',
+          authorityHost: 'https://localhost:9443/',
+          authorityCaFile: '/dev-ca.pem',
+        },
+        read,
+      ),
+      { authorityHost: 'https://localhost:9443', disableInstanceDiscovery: true, tlsOptions: { ca: pem } },
+    );
+    assert.throws(
+      () =>
+        entraCredentialOptions(
+          { kind: 'workload-identity', authorityHost: 'https://localhost:9443', authorityCaFile: '/x' },
+          () => 'not a pem',
+        ),
+      /caFile \/x holds no PEM certificate/,
+    );
   });
 
   test('createAzureProvider refuses a caFile without a certificate and a token-less static credential', () => {

@@ -62,9 +62,31 @@ const cases: Array<{ when: string; err: unknown; op?: VaultOperation; code: Erro
     verdict: 'outage',
   },
   {
+    when: '@azure/identity CredentialUnavailableError "not configured to acquire tokens for tenant" (tenant mismatch)',
+    // The message @azure/identity 4.13 processMultiTenantRequest builds.
+    err: Object.assign(
+      new Error(
+        'The current credential is not configured to acquire tokens for tenant 5ea1b0c0-de00-4000-8000-000000000001. ' +
+          'To enable acquiring tokens for this tenant add it to the AdditionallyAllowedTenants on the credential options',
+      ),
+      { name: 'CredentialUnavailableError' },
+    ),
+    code: ErrorCode.PERMISSION_DENIED,
+    verdict: 'outage',
+  },
+  {
     when: '@azure/identity CredentialUnavailableError / AggregateAuthenticationError (no token could be had)',
     err: named('CredentialUnavailableError'),
     code: ErrorCode.VAULT_UNAVAILABLE,
+    verdict: 'outage',
+  },
+  {
+    when: '@azure/identity AuthenticationRequiredError carrying an OAuth refusal (invalid_grant, invalid_client, …)',
+    // MSAL's message for a federated assertion Entra ID does not accept, as identity wraps it.
+    err: named('AuthenticationRequiredError', {
+      message: 'invalid_grant: Error(s): 700212 - AADSTS700212: No matching federated identity record found',
+    }),
+    code: ErrorCode.PERMISSION_DENIED,
     verdict: 'outage',
   },
   {
