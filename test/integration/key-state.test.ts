@@ -7,50 +7,36 @@
  * every alias (local ones included); an empty webhook secret file is refused.
  */
 import assert from 'node:assert/strict';
-import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
-import { tmpdir } from 'node:os';
+import { writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { after, before, test } from 'node:test';
 import { setTimeout as sleep } from 'node:timers/promises';
 import type { AccessToken, TokenCredential } from '@azure/identity';
-import { KeyClient } from '@azure/keyvault-keys';
+import type { KeyClient } from '@azure/keyvault-keys';
 import { credentials } from '@grpc/grpc-js';
 import { loadApi } from '../../src/api/proto';
 import { decrypt, encrypt, errorCode } from '../../src/client/client';
 import { ConfigError, type ConfigInput, validateConfig } from '../../src/config/config';
 import { parseHeader } from '../../src/crypto/format';
-import {
-  type DevVault,
-  devVaultClientOptions,
-  sealboxKeyConfig,
-  startDevVault,
-  staticTokenCredential,
-} from '../../src/devvault';
+import { type DevVault, sealboxKeyConfig } from '../../src/devvault';
 import { createLocalKeyFile } from '../../src/kek/local';
 import { createLogger } from '../../src/log/logger';
 import { startSealbox } from '../../src/main';
 import { startTestSealbox } from '../helpers/harness';
+import { startTokenVault, type TokenVault } from '../helpers/token-vault';
 
 const TOKEN = 'key-state-test';
 let dir: string;
 let vault: DevVault;
 let keys: KeyClient;
+let tokenVault: TokenVault;
 
 before(async () => {
-  dir = mkdtempSync(join(tmpdir(), 'sealbox-key-state-'));
-  vault = await startDevVault({
-    dataDir: join(dir, 'vault'),
-    identities: {
-      [TOKEN]: { name: 'sealbox', permissions: ['get', 'create', 'update', 'wrapKey', 'unwrapKey'] },
-    },
-  });
-  keys = new KeyClient(vault.url, staticTokenCredential(TOKEN), devVaultClientOptions(vault));
+  tokenVault = await startTokenVault('key-state', TOKEN, ['get', 'create', 'update', 'wrapKey', 'unwrapKey']);
+  ({ dir, vault, keys } = tokenVault);
 });
 
-after(async () => {
-  await vault.close();
-  rmSync(dir, { recursive: true, force: true });
-});
+after(() => tokenVault.close());
 
 function config(keyName: string, extra: ConfigInput = {}): ConfigInput {
   return {

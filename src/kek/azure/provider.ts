@@ -90,6 +90,10 @@ interface VersionEntry {
   readonly client: AzureCryptoClient;
   /** The version's key type; undefined when the identity may not read the key (no pre-check then). */
   readonly keyType: string | undefined;
+  /** Set once a request through `client` has completed (see `throughClient`). */
+  opened?: boolean;
+  /** The first request through `client`, while it runs. */
+  opening?: Promise<void> | undefined;
 }
 
 /** The current version as getKey(name) last returned it. */
@@ -181,11 +185,13 @@ export class AzureKekProvider implements KekProvider {
     const entry = await this.versionEntry(latest.ref, signal, { keyType: latest.keyType });
     let result: Awaited<ReturnType<AzureCryptoClient['wrapKey']>>;
     try {
-      result = await this.call(
-        'wrapKey',
-        latest.keyId,
-        (s) => entry.client.wrapKey(algorithm, dek, { abortSignal: s }),
-        signal,
+      result = await this.throughClient(entry, () =>
+        this.call(
+          'wrapKey',
+          latest.keyId,
+          (s) => entry.client.wrapKey(algorithm, dek, { abortSignal: s }),
+          signal,
+        ),
       );
     } catch (err) {
       // The version changed under us (disabled, deleted): ask getKey again on the next call.
@@ -228,11 +234,13 @@ export class AzureKekProvider implements KekProvider {
           : `key ${keyId} is a ${entry.keyType} key, which cannot unwrap data keys`,
       );
     }
-    const result = await this.call(
-      'unwrapKey',
-      keyId,
-      (s) => entry.client.unwrapKey(algorithm as AzureWrapAlgorithm, wrapped, { abortSignal: s }),
-      signal,
+    const result = await this.throughClient(entry, () =>
+      this.call(
+        'unwrapKey',
+        keyId,
+        (s) => entry.client.unwrapKey(algorithm as AzureWrapAlgorithm, wrapped, { abortSignal: s }),
+        signal,
+      ),
     );
     const dek = asBuffer(result.result);
     needs(dek !== undefined, ErrorCode.INTERNAL, `Key Vault returned no data key for unwrapKey on ${keyId}`);
@@ -468,6 +476,38 @@ export class AzureKekProvider implements KekProvider {
         `keys (RSA-OAEP-256) or 256-bit oct-HSM keys (A256KW)`,
     );
     return algorithm;
+  }
+
+  /**
+   * Runs the first request through a new crypto client alone; later ones run concurrently.
+   *
+   * Why: @azure/keyvault-common's keyVaultAuthenticationPolicy (4.x, `authorizeRequest` and
+   * `handleChallenge`) sends a pipeline's first request without its body to obtain the vault's bearer
+   * challenge, and puts the body back only while its challenge state is still "started". A concurrent
+   * request that completes the challenge first sets the state to "complete", and the first request is
+   * then retried with no body — the vault answers 400 ("alg" missing), which sealbox would report as a
+   * corrupt ciphertext. Found by test/integration/cache.test.ts (100 concurrent first unwraps); it
+   * stayed hidden while the SDK's CryptographyClient began every client with a body-less GET of the key
+   * (construct.ts `remoteOnlyCryptographyClient` no longer does). After one request the state never
+   * returns to "none", so concurrent requests keep their bodies.
+   */
+  private async throughClient<T>(entry: VersionEntry, run: () => Promise<T>): Promise<T> {
+    while (!entry.opened) {
+      if (!entry.opening) {
+        const first = run();
+        entry.opening = first.then(
+          () => {},
+          () => {},
+        );
+        entry.opening.then(() => {
+          entry.opened = true;
+          entry.opening = undefined;
+        });
+        return first;
+      }
+      await entry.opening;
+    }
+    return run();
   }
 
   private async call<T>(
