@@ -21,7 +21,10 @@ import { Metadata, ServerInterceptingCall, type ServerInterceptor, status } from
 import { ErrorCode } from '../errors';
 import { ERROR_CODE_TRAILER } from './status';
 
-/** A counting gate: `enter` resolves with a release function, or returns undefined when too many wait. */
+/**
+ * A counting gate: `enter` gives a release function at once when a slot is free (no promise on the
+ * common path), a promise of one when the call must wait, or undefined when it is refused.
+ */
 export class ReadGate {
   private active = 0;
   private readonly waiting: Array<(release: () => void) => void> = [];
@@ -36,21 +39,16 @@ export class ReadGate {
     private readonly saturated: () => boolean = () => false,
   ) {}
 
-  /** Calls being read now, and calls waiting for a slot. */
-  get stats(): { active: number; waiting: number } {
-    return { active: this.active, waiting: this.waiting.length };
-  }
-
   /** True while the byte budget cannot take another unary request. */
   get full(): boolean {
     return this.saturated();
   }
 
-  enter(): Promise<() => void> | undefined {
+  enter(): (() => void) | Promise<() => void> | undefined {
     if (this.saturated()) return undefined;
     if (this.active < this.concurrency) {
       this.active++;
-      return Promise.resolve(this.releaser());
+      return this.releaser();
     }
     if (this.waiting.length >= this.maxWaiting) return undefined;
     return new Promise((resolve) => this.waiting.push(resolve));
@@ -104,6 +102,10 @@ export function unaryAdmissionInterceptor(gate: ReadGate, paths: ReadonlySet<str
             };
             const slot = gate.enter();
             if (!slot) return refuse();
+            if (typeof slot === 'function') {
+              release = slot;
+              return nextMetadata(metadata);
+            }
             slot.then((r) => {
               // The call may have ended (cancelled) while it waited: pass the slot on at once.
               if (ended) return r();

@@ -4,6 +4,8 @@
  */
 export class ByteBudget {
   private available: number;
+  /** Sum of the waiters' bytes, kept as they come and go (admission reads it on every unary call). */
+  private queued = 0;
   private readonly waiters: Array<{ bytes: number; resolve: () => void; reject: (e: unknown) => void }> = [];
 
   constructor(readonly capacity: number) {
@@ -36,13 +38,17 @@ export class ByteBudget {
       };
       const onAbort = () => {
         const i = this.waiters.indexOf(waiter);
-        if (i >= 0) this.waiters.splice(i, 1);
+        if (i >= 0) {
+          this.waiters.splice(i, 1);
+          this.queued -= want;
+        }
         reject(signal?.reason);
         this.wake();
       };
       if (signal?.aborted) return reject(signal.reason);
       signal?.addEventListener('abort', onAbort, { once: true });
       this.waiters.push(waiter);
+      this.queued += want;
     });
   }
 
@@ -69,9 +75,7 @@ export class ByteBudget {
 
   /** Bytes requested by callers still waiting. */
   get queuedBytes(): number {
-    let sum = 0;
-    for (const w of this.waiters) sum += w.bytes;
-    return sum;
+    return this.queued;
   }
 
   /** Returns bytes obtained from `acquire` (pass its resolved value). */
@@ -84,6 +88,7 @@ export class ByteBudget {
     while (this.waiters.length > 0 && this.waiters[0]!.bytes <= this.available) {
       const next = this.waiters.shift()!;
       this.available -= next.bytes;
+      this.queued -= next.bytes;
       next.resolve();
     }
   }
