@@ -114,13 +114,7 @@ export const kvErrors = {
    * sent as a forced answer (ForcedAnswers), for clients that must handle both. Inferred.
    */
   forbiddenByPolicy(caller: string, permission: string, vaultName: string): KvError {
-    return new KvError(
-      403,
-      'Forbidden',
-      `The user, group or application '${caller}' does not have keys ${permission} permission on key vault ` +
-        `'${vaultName};location=local'. ${POLICY_HELP}`,
-      'ForbiddenByPolicy',
-    );
+    return policyRefusal(caller, permission, `${vaultName};location=local`, 'ForbiddenByPolicy');
   },
 
   /**
@@ -129,13 +123,7 @@ export const kvErrors = {
    * turbot/steampipe-plugin-azure#127 and hashicorp/terraform-provider-azurerm#17015 for secrets).
    */
   accessDenied(caller: string, permission: string, vaultRef: string): KvError {
-    return new KvError(
-      403,
-      'Forbidden',
-      `The user, group or application '${caller}' does not have keys ${permission} permission on key vault ` +
-        `'${vaultRef}'. ${POLICY_HELP}`,
-      'AccessDenied',
-    );
+    return policyRefusal(caller, permission, vaultRef, 'AccessDenied');
   },
 
   /**
@@ -307,3 +295,14 @@ export const kvErrors = {
       : new KvError(500, 'InternalServerError', 'An internal error occurred. Please retry.');
   },
 } as const;
+
+/** An access policy's 403: Azure's wording, with the inner code `inner`. */
+function policyRefusal(caller: string, permission: string, vaultRef: string, inner: string): KvError {
+  return new KvError(
+    403,
+    'Forbidden',
+    `The user, group or application '${caller}' does not have keys ${permission} permission on key vault ` +
+      `'${vaultRef}'. ${POLICY_HELP}`,
+    inner,
+  );
+}

@@ -171,12 +171,7 @@ test('DefaultAzureCredential: workload identity from AZURE_* variables', async (
 
 test('the vault verifies tokens: an expired token and a token for another resource are 401', async () => {
   const entra = tv.vault.entra!;
-  const credential = new ClientSecretCredential(
-    entra.tenantId,
-    entra.principal('sealbox-app')!.clientId,
-    SECRET,
-    credentialOptions(),
-  );
+  const credential = appCredential();
   entra.setTokenLifetime(1);
   try {
     const short = await credential.getToken('https://localhost/.default');
@@ -218,13 +213,7 @@ test('access policies bind to Entra principals: no policy → 403 AccessDenied n
 });
 
 test('run-time access: revoke for good, then grant after a propagation delay', async () => {
-  const entra = tv.vault.entra!;
-  const credential = new ClientSecretCredential(
-    entra.tenantId,
-    entra.principal('sealbox-app')!.clientId,
-    SECRET,
-    credentialOptions(),
-  );
+  const credential = appCredential();
   const crypto = new CryptographyClient(kid, credential, devVaultClientOptions(tv.vault));
   const wrapped = await crypto.wrapKey('RSA-OAEP-256', DEK);
   tv.vault.changeAccess({ setAccessPolicies: [{ principal: 'sealbox-app', permissions: [] }] });
@@ -387,3 +376,14 @@ test('every response validates against the swagger and carries no private key ma
   );
   assertNoPrivateMaterial(tv.records);
 });
+
+/** The test app's client-secret credential against the embedded Entra ID. */
+function appCredential(): ClientSecretCredential {
+  const entra = tv.vault.entra!;
+  return new ClientSecretCredential(
+    entra.tenantId,
+    entra.principal('sealbox-app')!.clientId,
+    SECRET,
+    credentialOptions(),
+  );
+}
