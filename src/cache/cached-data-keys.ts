@@ -31,7 +31,7 @@ import type { Header } from '../crypto/format';
 import { deriveMessageKeys, type MessageKeys } from '../crypto/kdf';
 import type { WrappedKey } from '../crypto/message';
 import { ErrorCode, SealboxError } from '../errors';
-import { withAuditCaller } from '../kek/audit';
+import { type AuditCaller, REFRESH_AHEAD } from '../kek/audit';
 import type { KekRegistry } from '../kek/registry';
 import { untilAborted } from '../util/abort';
 import { ByteBudget } from '../util/budget';
@@ -150,7 +150,12 @@ export class CachedDataKeys implements DataKeySource {
     });
   }
 
-  async forEncrypt(alias: string, messageId: Uint8Array, signal?: AbortSignal): Promise<EncryptKeys> {
+  async forEncrypt(
+    alias: string,
+    messageId: Uint8Array,
+    signal?: AbortSignal,
+    caller?: AuditCaller,
+  ): Promise<EncryptKeys> {
     const state = this.stateFor(alias);
     let active = this.usable(state);
     if (active) {
@@ -160,7 +165,7 @@ export class CachedDataKeys implements DataKeySource {
       this.counters.blockingMisses++;
       // Loop: while we waited, the replacement may already have been used up (or flushed) by others.
       while (!active) {
-        const fresh = await this.replacement(alias, state, signal);
+        const fresh = await this.replacement(alias, state, signal, caller);
         if (this.closed) {
           this.drop(fresh, 'flush');
           throw new SealboxError(ErrorCode.CANCELLED, 'sealbox is shutting down');
@@ -189,7 +194,7 @@ export class CachedDataKeys implements DataKeySource {
     };
   }
 
-  async forDecrypt(header: Header, signal?: AbortSignal): Promise<MessageKeys> {
+  async forDecrypt(header: Header, signal?: AbortSignal, caller?: AuditCaller): Promise<MessageKeys> {
     this.check(header.keyId, 'decrypt');
     const digest = createHash('sha256').update(header.wrappedDek).digest('hex');
     const key = `${header.keyId}\n${header.wrapAlgorithm}\n${digest}`;
@@ -205,9 +210,9 @@ export class CachedDataKeys implements DataKeySource {
       this.counters.coalesced++;
     } else {
       // The flight takes no caller's signal: it is shared, and one caller giving up must not fail the
-      // others. Each caller bounds its own wait below.
+      // others. Each caller bounds its own wait below. The audit line names the caller that started it.
       const started: Flight = {
-        promise: this.inBand(this.unwrapInto(key, header), header.keyId, 'unwrapKey'),
+        promise: this.inBand(this.unwrapInto(key, header, caller), header.keyId, 'unwrapKey'),
         waiters: 0,
       };
       flight = started;
@@ -438,7 +443,7 @@ export class CachedDataKeys implements DataKeySource {
       active.bytes / maxBytes,
     );
     if (spent < ahead) return;
-    withAuditCaller({ caller: 'refresh-ahead' }, () => this.replacement(alias, state)).then(
+    this.replacement(alias, state, undefined, REFRESH_AHEAD).then(
       (next) => {
         if (this.closed) return this.drop(next, 'flush');
         // A blocking caller may already have placed it.
@@ -454,10 +459,18 @@ export class CachedDataKeys implements DataKeySource {
     );
   }
 
-  /** A freshly wrapped DEK for `alias`; concurrent callers share one wrap. */
-  private replacement(alias: string, state: AliasState, signal?: AbortSignal): Promise<ActiveDek> {
+  /**
+   * A freshly wrapped DEK for `alias`; concurrent callers share one wrap, audited as the caller that
+   * started it.
+   */
+  private replacement(
+    alias: string,
+    state: AliasState,
+    signal?: AbortSignal,
+    caller?: AuditCaller,
+  ): Promise<ActiveDek> {
     if (!state.pending) {
-      const pending = this.wrapNew(alias).finally(() => {
+      const pending = this.wrapNew(alias, caller).finally(() => {
         if (state.pending === pending) state.pending = undefined;
       });
       state.pending = pending;
@@ -465,7 +478,7 @@ export class CachedDataKeys implements DataKeySource {
     return signal ? untilAborted(state.pending, signal) : state.pending;
   }
 
-  private async wrapNew(alias: string): Promise<ActiveDek> {
+  private async wrapNew(alias: string, caller?: AuditCaller): Promise<ActiveDek> {
     const provider = this.registry.forAlias(alias);
     // Filled in place: no temporary copy of the DEK exists anywhere else.
     const dek = randomFillSync(Buffer.allocUnsafeSlow(DEK_BYTES));
@@ -473,7 +486,7 @@ export class CachedDataKeys implements DataKeySource {
     try {
       // No caller signal: the wrap is shared, and one caller giving up must not fail the others.
       const result = await this.inBand(
-        this.vaultCall(() => provider.wrap(dek)),
+        this.vaultCall(() => provider.wrap(dek, undefined, caller)),
         undefined,
         'wrapKey',
       );
@@ -498,10 +511,10 @@ export class CachedDataKeys implements DataKeySource {
   // --- decrypt side ---
 
   /** Unwraps into a buffer owned by the flight, and stores a second copy in the LRU. */
-  private async unwrapInto(key: string, header: Header): Promise<Buffer> {
+  private async unwrapInto(key: string, header: Header, caller?: AuditCaller): Promise<Buffer> {
     const provider = this.registry.forKeyId(header.keyId);
     const unwrapped = await this.vaultCall(() =>
-      provider.unwrap(header.keyId, header.wrapAlgorithm, header.wrappedDek),
+      provider.unwrap(header.keyId, header.wrapAlgorithm, header.wrappedDek, undefined, caller),
     );
     try {
       if (this.closed) throw new SealboxError(ErrorCode.CANCELLED, 'sealbox is shutting down');

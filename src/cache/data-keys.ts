@@ -10,6 +10,7 @@ import type { Header } from '../crypto/format';
 import { deriveMessageKeys, type MessageKeys } from '../crypto/kdf';
 import type { WrappedKey } from '../crypto/message';
 import { ErrorCode, SealboxError } from '../errors';
+import type { AuditCaller } from '../kek/audit';
 import type { KekRegistry } from '../kek/registry';
 
 /** AES-256 data keys. */
@@ -23,10 +24,18 @@ export interface EncryptKeys {
 }
 
 export interface DataKeySource {
-  /** Keys for a new message under `alias`, derived for `messageId`. */
-  forEncrypt(alias: string, messageId: Uint8Array, signal?: AbortSignal): Promise<EncryptKeys>;
+  /**
+   * Keys for a new message under `alias`, derived for `messageId`. `caller` names, in the audit line,
+   * whoever a vault call this needs is made for.
+   */
+  forEncrypt(
+    alias: string,
+    messageId: Uint8Array,
+    signal?: AbortSignal,
+    caller?: AuditCaller,
+  ): Promise<EncryptKeys>;
   /** Keys for the message whose (parsed, unverified) header is given. */
-  forDecrypt(header: Header, signal?: AbortSignal): Promise<MessageKeys>;
+  forDecrypt(header: Header, signal?: AbortSignal, caller?: AuditCaller): Promise<MessageKeys>;
   /**
    * Throws KEY_DISABLED if `keyId` has been revoked since the message started; sessions call it before
    * every segment, so streams in flight stop promptly. Optional: without a cache every operation asks
@@ -39,11 +48,16 @@ export interface DataKeySource {
 export class UncachedDataKeys implements DataKeySource {
   constructor(private readonly registry: KekRegistry) {}
 
-  async forEncrypt(alias: string, messageId: Uint8Array, signal?: AbortSignal): Promise<EncryptKeys> {
+  async forEncrypt(
+    alias: string,
+    messageId: Uint8Array,
+    signal?: AbortSignal,
+    caller?: AuditCaller,
+  ): Promise<EncryptKeys> {
     const provider = this.registry.forAlias(alias);
     const dek = randomBytes(DEK_BYTES);
     try {
-      const result = await provider.wrap(dek, signal);
+      const result = await provider.wrap(dek, signal, caller);
       return {
         wrapped: { keyId: result.keyId, wrapAlgorithm: result.algorithm, wrappedDek: result.wrapped },
         keys: deriveMessageKeys(dek, messageId),
@@ -54,9 +68,9 @@ export class UncachedDataKeys implements DataKeySource {
     }
   }
 
-  async forDecrypt(header: Header, signal?: AbortSignal): Promise<MessageKeys> {
+  async forDecrypt(header: Header, signal?: AbortSignal, caller?: AuditCaller): Promise<MessageKeys> {
     const provider = this.registry.forKeyId(header.keyId);
-    const dek = await provider.unwrap(header.keyId, header.wrapAlgorithm, header.wrappedDek, signal);
+    const dek = await provider.unwrap(header.keyId, header.wrapAlgorithm, header.wrappedDek, signal, caller);
     try {
       if (dek.length !== DEK_BYTES) {
         throw new SealboxError(

@@ -46,6 +46,7 @@ import { checkExpectedContext, type EncryptionContext } from '../crypto/context'
 import { type Header, MAX_HEADER_BYTES, parseHeader, rewrapHeader, verifyHeader } from '../crypto/format';
 import { deriveMessageKeys, zeroMessageKeys } from '../crypto/kdf';
 import { ErrorCode, SealboxError } from '../errors';
+import type { AuditCaller } from '../kek/audit';
 import type { KekProvider, WrapResult } from '../kek/provider';
 import type { KekRegistry } from '../kek/registry';
 import { ALLOW_ALL, type KeyAccess } from './access';
@@ -160,6 +161,8 @@ export class RewrapSession {
     private readonly signal?: AbortSignal,
     /** The caller's grants: rewrap on the ciphertext's key and on the target alias. */
     private readonly access: KeyAccess = ALLOW_ALL,
+    /** Who the session's vault calls are made for (the audit line). */
+    private readonly caller?: AuditCaller,
   ) {}
 
   /** Rewraps one item; see the module comment for the order of checks. */
@@ -221,7 +224,7 @@ export class RewrapSession {
     }
     let latest = perKey.get(keyId);
     if (!latest) {
-      const asked = target.status(keyId, this.signal).then((s) => s.latestKeyId);
+      const asked = target.status(keyId, this.signal, undefined, this.caller).then((s) => s.latestKeyId);
       latest = asked;
       perKey.set(keyId, asked);
       // A failure is not reused: the next item asks again.
@@ -239,7 +242,7 @@ export class RewrapSession {
    */
   private async unchanged(item: RewrapItem): Promise<RewrapResult> {
     const { header } = item;
-    const keys = await this.dataKeys.forDecrypt(header, this.signal);
+    const keys = await this.dataKeys.forDecrypt(header, this.signal, this.caller);
     try {
       verifyHeader(header, keys);
       checkExpectedContext(header.context, item.expectedContext);
@@ -276,7 +279,13 @@ export class RewrapSession {
 
   /** Unwraps with the header's exact key version into a buffer this session owns. */
   private async unwrap(source: KekProvider, header: Header): Promise<Buffer> {
-    const dek = await source.unwrap(header.keyId, header.wrapAlgorithm, header.wrappedDek, this.signal);
+    const dek = await source.unwrap(
+      header.keyId,
+      header.wrapAlgorithm,
+      header.wrappedDek,
+      this.signal,
+      this.caller,
+    );
     if (this.disposed) {
       dek.fill(0);
       throw cancelled();
@@ -294,10 +303,10 @@ export class RewrapSession {
 
   /** Wraps `dek` under the target's current version; items sharing the DEK share the wrap. */
   private wrap(target: KekProvider, dek: Buffer, shared: SharedDek | undefined): Promise<WrapResult> {
-    if (!shared) return target.wrap(dek, this.signal);
+    if (!shared) return target.wrap(dek, this.signal, this.caller);
     let wrapped = shared.wraps.get(target);
     if (!wrapped) {
-      const started = target.wrap(dek, this.signal);
+      const started = target.wrap(dek, this.signal, this.caller);
       wrapped = started;
       shared.wraps.set(target, started);
       started.catch(() => {

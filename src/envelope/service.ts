@@ -25,6 +25,7 @@ import { CiphertextReader, PlaintextFramer, type Segment } from '../crypto/frami
 import { type MessageKeys, zeroMessageKeys } from '../crypto/kdf';
 import { openFailure } from '../crypto/message';
 import { ErrorCode, SealboxError } from '../errors';
+import type { AuditCaller } from '../kek/audit';
 import type { ChunkPool } from '../pool/pool';
 import { ALLOW_ALL, type KeyAccess } from './access';
 import {
@@ -69,9 +70,10 @@ export class EnvelopeService {
     request: RewrapRequestFields,
     signal?: AbortSignal,
     access: KeyAccess = ALLOW_ALL,
+    caller?: AuditCaller,
   ): Promise<RewrapResult> {
     const item = readRewrapRequest(request);
-    const session = this.beginRewrap(signal, access);
+    const session = this.beginRewrap(signal, access, caller);
     try {
       return await session.rewrap(item);
     } finally {
@@ -80,14 +82,14 @@ export class EnvelopeService {
   }
 
   /** Starts a rewrap session for one call; dispose it when the call ends (it zeroes the DEKs it holds). */
-  beginRewrap(signal?: AbortSignal, access: KeyAccess = ALLOW_ALL): RewrapSession {
+  beginRewrap(signal?: AbortSignal, access: KeyAccess = ALLOW_ALL, caller?: AuditCaller): RewrapSession {
     if (!this.kek) {
       throw new SealboxError(
         ErrorCode.INTERNAL,
         'Rewrap is not available: the envelope service was built without the KEK registry',
       );
     }
-    return new RewrapSession(this.kek, this.keys, signal, access);
+    return new RewrapSession(this.kek, this.keys, signal, access, caller);
   }
 
   /** Encrypts a whole message (unary). */
@@ -97,9 +99,10 @@ export class EnvelopeService {
     context: EncryptionContext,
     signal?: AbortSignal,
     access: KeyAccess = ALLOW_ALL,
+    caller?: AuditCaller,
   ): Promise<{ ciphertext: Buffer; keyId: string }> {
     this.checkUnarySize('plaintext', plaintext.length);
-    const session = await this.beginEncrypt(alias, context, 0, signal, access);
+    const session = await this.beginEncrypt(alias, context, 0, signal, access, caller);
     try {
       const segments = [...session.push(plaintext), session.finish()];
       const body = await Promise.all(segments.map((s) => session.seal(s, signal)));
@@ -115,9 +118,10 @@ export class EnvelopeService {
     expectedContext: EncryptionContext,
     signal?: AbortSignal,
     access: KeyAccess = ALLOW_ALL,
+    caller?: AuditCaller,
   ): Promise<{ plaintext: Buffer; info: MessageInfo }> {
     this.checkUnarySize('ciphertext', ciphertext.length);
-    const session = this.beginDecrypt(expectedContext, signal, access);
+    const session = this.beginDecrypt(expectedContext, signal, access, caller);
     try {
       const { info, segments } = await session.push(ciphertext);
       segments.push(session.finish());
@@ -147,13 +151,17 @@ export class EnvelopeService {
     }
   }
 
-  /** Starts an encrypted message: resolves the key, derives message keys and builds the header. */
+  /**
+   * Starts an encrypted message: resolves the key, derives message keys and builds the header.
+   * `caller` (here and below) names the call in the audit line of any vault call it causes.
+   */
   async beginEncrypt(
     alias: string,
     context: EncryptionContext,
     chunkSize: number,
     signal?: AbortSignal,
     access: KeyAccess = ALLOW_ALL,
+    caller?: AuditCaller,
   ): Promise<EncryptSession> {
     if (typeof alias !== 'string' || alias.length === 0) {
       throw new SealboxError(ErrorCode.INVALID_ARGUMENT, 'key_alias is required: name a configured key');
@@ -168,7 +176,7 @@ export class EnvelopeService {
     }
     const contextBytes = encodeContext(context);
     const messageId = randomBytes(MESSAGE_ID_BYTES);
-    const { wrapped, keys, account } = await this.keys.forEncrypt(alias, messageId, signal);
+    const { wrapped, keys, account } = await this.keys.forEncrypt(alias, messageId, signal, caller);
     try {
       const header = buildHeader({ messageId, chunkSize: size, contextBytes, ...wrapped }, keys);
       return new EncryptSession(
@@ -192,6 +200,7 @@ export class EnvelopeService {
     expectedContext: EncryptionContext,
     signal?: AbortSignal,
     access: KeyAccess = ALLOW_ALL,
+    caller?: AuditCaller,
   ): DecryptSession {
     return new DecryptSession(
       this.keys,
@@ -201,6 +210,7 @@ export class EnvelopeService {
       this.mustOwn,
       signal,
       access,
+      caller,
     );
   }
 
@@ -288,6 +298,7 @@ export class DecryptSession {
     mustOwn: (bytes: number) => boolean,
     private readonly signal?: AbortSignal,
     private readonly access: KeyAccess = ALLOW_ALL,
+    private readonly caller?: AuditCaller,
   ) {
     this.reader = new CiphertextReader(chunksPerSegment, mustOwn);
   }
@@ -301,7 +312,7 @@ export class DecryptSession {
     if (!header) return { segments };
     // Before the vault is asked: a caller must not cause unwraps under keys it is not granted.
     this.access.checkKeyId('decrypt', header.keyId);
-    const keys = await this.dataKeys.forDecrypt(header, this.signal);
+    const keys = await this.dataKeys.forDecrypt(header, this.signal, this.caller);
     if (this.disposed) {
       zeroMessageKeys(keys);
       throw new SealboxError(ErrorCode.CANCELLED, 'call ended while its key was being unwrapped');

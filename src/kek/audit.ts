@@ -1,10 +1,14 @@
 /**
  * The audit trail: one structured log line for every KEK operation (wrap, unwrap, status, refresh),
  * whatever the provider — operation, key id, outcome, latency and caller. The caller is the RPC that
- * triggered the call (method and peer, carried through AsyncLocalStorage), or the background task
- * (refresh-ahead, key watcher) when no RPC did. Never key material: DEKs pass through untouched.
+ * triggered the call (method, peer and identity), or the background task (refresh-ahead, key watcher)
+ * when no RPC did. Never key material: DEKs pass through untouched.
+ *
+ * The caller is passed explicitly, as the last argument of every provider method: each handler builds
+ * one AuditCaller per call and hands it down (envelope service → DEK cache → provider). It used to ride
+ * in AsyncLocalStorage, but on Node 20 AsyncLocalStorage enables promise hooks for every promise in
+ * the process, which cost ~26–30 µs of CPU per unary call (bench/README.md, "Unary per-call cost").
  */
-import { AsyncLocalStorage } from 'node:async_hooks';
 import { performance } from 'node:perf_hooks';
 import { isSealboxError } from '../errors';
 import type { Logger } from '../log/logger';
@@ -20,18 +24,12 @@ export interface AuditCaller {
   identity?: string;
 }
 
-const callers = new AsyncLocalStorage<AuditCaller>();
-
-/** Runs `fn` with `caller` as the audit caller of every KEK call it makes (including async ones). */
-export function withAuditCaller<T>(caller: AuditCaller, fn: () => T): T {
-  return callers.run(caller, fn);
-}
-
-/** Records the identity of the current call's caller (server/access.ts), for the audit lines that follow. */
-export function setAuditIdentity(identity: string): void {
-  const store = callers.getStore();
-  if (store) store.identity = identity;
-}
+/** A vault call no RPC and no named background task asked for. */
+export const BACKGROUND: AuditCaller = Object.freeze({ caller: 'background' });
+/** The key watcher's polls and confirming checks (kek/watcher.ts). */
+export const KEY_WATCHER: AuditCaller = Object.freeze({ caller: 'key-watcher' });
+/** The DEK cache wrapping a replacement DEK ahead of need (cache/cached-data-keys.ts). */
+export const REFRESH_AHEAD: AuditCaller = Object.freeze({ caller: 'refresh-ahead' });
 
 /** Wraps a provider so each operation is logged once, after it completes. */
 export class AuditedProvider implements KekProvider {
@@ -47,30 +45,45 @@ export class AuditedProvider implements KekProvider {
     this.keyRef = inner.keyRef;
   }
 
-  refreshCurrentVersion(signal?: AbortSignal): Promise<KeyStatus> {
+  refreshCurrentVersion(signal?: AbortSignal, caller?: AuditCaller): Promise<KeyStatus> {
     return this.audited(
       'getLatest',
       undefined,
-      () => this.inner.refreshCurrentVersion(signal),
+      caller,
+      () => this.inner.refreshCurrentVersion(signal, caller),
       (s) => s.keyId,
     );
   }
 
-  wrap(dek: Uint8Array, signal?: AbortSignal): Promise<WrapResult> {
+  wrap(dek: Uint8Array, signal?: AbortSignal, caller?: AuditCaller): Promise<WrapResult> {
     return this.audited(
       'wrapKey',
       undefined,
-      () => this.inner.wrap(dek, signal),
+      caller,
+      () => this.inner.wrap(dek, signal, caller),
       (r) => r.keyId,
     );
   }
 
-  unwrap(keyId: string, algorithm: string, wrapped: Uint8Array, signal?: AbortSignal): Promise<Buffer> {
-    return this.audited('unwrapKey', keyId, () => this.inner.unwrap(keyId, algorithm, wrapped, signal));
+  unwrap(
+    keyId: string,
+    algorithm: string,
+    wrapped: Uint8Array,
+    signal?: AbortSignal,
+    caller?: AuditCaller,
+  ): Promise<Buffer> {
+    return this.audited('unwrapKey', keyId, caller, () =>
+      this.inner.unwrap(keyId, algorithm, wrapped, signal, caller),
+    );
   }
 
-  status(keyId: string, signal?: AbortSignal, options?: { latest?: boolean }): Promise<KeyStatus> {
-    return this.audited('getKey', keyId, () => this.inner.status(keyId, signal, options));
+  status(
+    keyId: string,
+    signal?: AbortSignal,
+    options?: { latest?: boolean },
+    caller?: AuditCaller,
+  ): Promise<KeyStatus> {
+    return this.audited('getKey', keyId, caller, () => this.inner.status(keyId, signal, options, caller));
   }
 
   owns(keyId: string): boolean {
@@ -84,11 +97,12 @@ export class AuditedProvider implements KekProvider {
   private async audited<T>(
     operation: string,
     keyId: string | undefined,
+    by: AuditCaller | undefined,
     call: () => Promise<T>,
     resultKeyId?: (result: T) => string,
   ): Promise<T> {
     const started = performance.now();
-    const caller = callers.getStore() ?? { caller: 'background' };
+    const caller = by ?? BACKGROUND;
     try {
       const result = await call();
       this.log.info(

@@ -1,7 +1,11 @@
 /**
  * A key-encryption-key provider wraps and unwraps data keys under one configured key (all its
  * versions). The Azure Key Vault provider, the local-file provider and test fakes implement it.
+ *
+ * Every operation takes an optional `caller` last: who the vault call is made for, for the audit line
+ * (kek/audit.ts). Only the auditing wrapper reads it; providers themselves may ignore it.
  */
+import type { AuditCaller } from './audit';
 
 /** A DEK wrapped under a specific key version. */
 export interface WrapResult {
@@ -32,25 +36,36 @@ export interface KekProvider {
    */
   readonly keyRef: string;
   /** Wraps `dek` under the key's current version. */
-  wrap(dek: Uint8Array, signal?: AbortSignal): Promise<WrapResult>;
+  wrap(dek: Uint8Array, signal?: AbortSignal, caller?: AuditCaller): Promise<WrapResult>;
   /**
    * Unwraps a DEK that this provider's key wrapped, with the algorithm the header names (a mismatch
    * with the key is CIPHERTEXT_MALFORMED). The caller owns (and zeroes) the result. Failures carry the
    * key id and a verdict (errors.ts `Verdict`) for the key-state model.
    */
-  unwrap(keyId: string, algorithm: string, wrapped: Uint8Array, signal?: AbortSignal): Promise<Buffer>;
+  unwrap(
+    keyId: string,
+    algorithm: string,
+    wrapped: Uint8Array,
+    signal?: AbortSignal,
+    caller?: AuditCaller,
+  ): Promise<Buffer>;
   /**
    * The state of one key version. With `{ latest: false }` the provider does not ask the vault for the
    * current version just to fill `latestKeyId` (it reports the one it last knew): the key watcher reads
    * the current version itself, once per poll, and must not spend a second request on it.
    */
-  status(keyId: string, signal?: AbortSignal, options?: { latest?: boolean }): Promise<KeyStatus>;
+  status(
+    keyId: string,
+    signal?: AbortSignal,
+    options?: { latest?: boolean },
+    caller?: AuditCaller,
+  ): Promise<KeyStatus>;
   /**
    * Asks the vault for the current version now (bypassing any cache) and returns its status; the key
    * watcher calls it every poll (and once at start) so rotations, re-enables and changed dates are seen
    * promptly, and so every alias has a health verdict.
    */
-  refreshCurrentVersion(signal?: AbortSignal): Promise<KeyStatus>;
+  refreshCurrentVersion(signal?: AbortSignal, caller?: AuditCaller): Promise<KeyStatus>;
   /** True when `keyId` names a version of this provider's key. Pure string check, no I/O. */
   owns(keyId: string): boolean;
   /** Releases clients and zeroes held key material. */

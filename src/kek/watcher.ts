@@ -23,7 +23,7 @@ import { performance } from 'node:perf_hooks';
 import type { KeyAttributes, KeyOperationName, KeyState, KeyStateView } from '../cache/key-states';
 import { ErrorCode, isSealboxError, SealboxError } from '../errors';
 import type { Logger } from '../log/logger';
-import { withAuditCaller } from './audit';
+import { KEY_WATCHER } from './audit';
 import type { KekProvider } from './provider';
 import type { KekRegistry } from './registry';
 
@@ -137,7 +137,7 @@ export class KeyWatcher {
         this.confirmTimer = undefined;
         this.confirmAt = Number.POSITIVE_INFINITY;
         this.throttled = false;
-        withAuditCaller({ caller: 'key-watcher' }, () => this.confirm()).finally(() => this.notify());
+        this.confirm().finally(() => this.notify());
       },
       Math.max(0, at - Date.now()) + 5,
     );
@@ -191,10 +191,8 @@ export class KeyWatcher {
   private async checkAll(extra: readonly string[] = []): Promise<void> {
     this.throttled = false;
     try {
-      await withAuditCaller({ caller: 'key-watcher' }, async () => {
-        await this.checkKeys(extra);
-        await this.confirm();
-      });
+      await this.checkKeys(extra);
+      await this.confirm();
     } finally {
       this.notify();
     }
@@ -221,7 +219,9 @@ export class KeyWatcher {
       this.registry.aliases().map(async (alias) => {
         const provider = this.registry.forAlias(alias);
         try {
-          const latest = await this.request('getKey', () => provider.refreshCurrentVersion());
+          const latest = await this.request('getKey', () =>
+            provider.refreshCurrentVersion(undefined, KEY_WATCHER),
+          );
           this.current.set(alias, latest.keyId);
           this.lastAliasError.delete(alias);
           const activeKeyId = active.get(alias);
@@ -255,7 +255,7 @@ export class KeyWatcher {
         if (!owner) return; // no configured key owns it: nothing to watch
         try {
           const status = await this.request('getKey', () =>
-            owner.provider.status(keyId, undefined, { latest: false }),
+            owner.provider.status(keyId, undefined, { latest: false }, KEY_WATCHER),
           );
           this.states.attributes(keyId, status);
         } catch (err) {
@@ -322,13 +322,13 @@ async function probe(
 ): Promise<void> {
   switch (operation) {
     case 'getKey':
-      await provider.status(keyId);
+      await provider.status(keyId, undefined, undefined, KEY_WATCHER);
       return;
     case 'wrapKey': {
       // A throwaway DEK: only whether the vault lets sealbox wrap matters.
       const dek = randomFillSync(Buffer.allocUnsafeSlow(32));
       try {
-        await provider.wrap(dek);
+        await provider.wrap(dek, undefined, KEY_WATCHER);
       } finally {
         dek.fill(0);
       }
@@ -338,10 +338,10 @@ async function probe(
       // Without a sample nothing under this version was ever unwrapped here, so nothing is cached that
       // a revocation would zero: reading the key is the best available check.
       if (!sample) {
-        await provider.status(keyId);
+        await provider.status(keyId, undefined, undefined, KEY_WATCHER);
         return;
       }
-      const dek = await provider.unwrap(keyId, sample.algorithm, sample.wrapped);
+      const dek = await provider.unwrap(keyId, sample.algorithm, sample.wrapped, undefined, KEY_WATCHER);
       dek.fill(0);
       return;
     }

@@ -29,7 +29,6 @@ import {
 } from '../config/config';
 import type { KeyAccess } from '../envelope/access';
 import { ErrorCode, SealboxError } from '../errors';
-import { setAuditIdentity } from '../kek/audit';
 import type { Logger } from '../log/logger';
 
 /** What access control needs of a call (grpc-js server calls have both). */
@@ -203,8 +202,8 @@ export class AccessControl {
     };
   }
 
-  /** Admits one Admin call: the caller's identity must have `admin: true`. */
-  admitAdmin(call: CallPeer, peer: PeerKind, method: string): void {
+  /** Admits one Admin call: the caller's identity must have `admin: true`. Returns the identity's name. */
+  admitAdmin(call: CallPeer, peer: PeerKind, method: string): string {
     const identity = this.identify(call, peer, method);
     if (!identity.spec.admin) {
       this.log.warn({ identity: identity.name, method, peer: call.getPeer() }, 'access denied: not an admin');
@@ -215,6 +214,7 @@ export class AccessControl {
       );
     }
     this.takeToken(identity);
+    return identity.name;
   }
 
   /**
@@ -255,7 +255,6 @@ export class AccessControl {
         `${presented} is not an identity sealbox knows; add it to access.identities (peers or certificates)`,
       );
     }
-    setAuditIdentity(identity.name);
     return identity;
   }
 

@@ -10,11 +10,12 @@ import type { CachedDataKeys } from '../cache/cached-data-keys';
 import { ErrorCode, SealboxError } from '../errors';
 import type { AdminHandlers } from '../gen/sealbox/v1/Admin';
 import type { KeyVersionStatus } from '../gen/sealbox/v1/KeyVersionStatus';
+import type { AuditCaller } from '../kek/audit';
 import type { KekRegistry } from '../kek/registry';
 import type { KeyWatcher } from '../kek/watcher';
 import type { Logger } from '../log/logger';
 import type { AccessControl, CallPeer } from './access';
-import { withCallers } from './callers';
+import { rpcCaller } from './callers';
 import { addReflection } from './reflection';
 import { bindUnixSocket } from './socket';
 import { toServiceError } from './status';
@@ -33,7 +34,7 @@ export interface AdminDeps {
  */
 export function adminHandlers(
   deps: AdminDeps,
-  admit: (call: CallPeer, method: string) => void,
+  admit: (call: CallPeer, method: string) => string,
 ): AdminHandlers {
   const { cache, watcher, registry, log } = deps;
 
@@ -41,15 +42,16 @@ export function adminHandlers(
     method: string,
     call: CallPeer,
     callback: sendUnaryData<Res>,
-    work: () => Promise<Res>,
+    work: (caller: AuditCaller) => Promise<Res>,
   ): void {
+    let caller: AuditCaller;
     try {
-      admit(call, method);
+      caller = rpcCaller(method, call, admit(call, method), 'admin:');
     } catch (err) {
       callback(toServiceError(err, log, method));
       return;
     }
-    work().then(
+    work(caller).then(
       (response) => callback(null, response),
       (err) => callback(toServiceError(err, log, method)),
     );
@@ -81,54 +83,51 @@ export function adminHandlers(
       });
   }
 
-  return withCallers(
-    {
-      RevokeKey(call, callback) {
-        unary('RevokeKey', call, callback, async () => {
-          const { keyId, keyAlias } = call.request;
-          if (!keyId === !keyAlias) {
-            throw new SealboxError(
-              ErrorCode.INVALID_ARGUMENT,
-              'RevokeKey needs exactly one of key_id or key_alias',
-            );
-          }
-          let targets: string[];
-          if (keyId) {
-            registry.forKeyId(keyId); // NOT_FOUND for a key no configured alias owns
-            targets = [keyId];
-          } else {
-            const provider = registry.forAlias(keyAlias);
-            const described = cache?.describe() ?? new Map<string, unknown>();
-            targets = [...described.keys()].filter((id) => provider.owns(id));
-            targets.push((await provider.refreshCurrentVersion()).keyId);
-            // The current version is usually cached too: evict (and count) each version once.
-            targets = [...new Set(targets)];
-          }
-          for (const id of targets) cache?.evictKey(id);
-          log.warn(
-            { keyIds: targets, by: 'admin' },
-            'cached DEKs evicted by RevokeKey; re-checking in the vault',
+  return {
+    RevokeKey(call, callback) {
+      unary('RevokeKey', call, callback, async (caller) => {
+        const { keyId, keyAlias } = call.request;
+        if (!keyId === !keyAlias) {
+          throw new SealboxError(
+            ErrorCode.INVALID_ARGUMENT,
+            'RevokeKey needs exactly one of key_id or key_alias',
           );
-          await watcher?.checkNow(targets);
-          return { keys: statusRows(new Set(targets)) };
-        });
-      },
-
-      FlushCache(call, callback) {
-        unary('FlushCache', call, callback, async () => {
-          const before = cache?.stats().entries ?? { encrypt: 0, decrypt: 0 };
-          cache?.flush();
-          log.warn({ by: 'admin', ...before }, 'DEK cache flushed');
-          return { encryptDeks: before.encrypt, decryptDeks: before.decrypt };
-        });
-      },
-
-      GetKeyStatus(call, callback) {
-        unary('GetKeyStatus', call, callback, async () => ({ keys: statusRows() }));
-      },
+        }
+        let targets: string[];
+        if (keyId) {
+          registry.forKeyId(keyId); // NOT_FOUND for a key no configured alias owns
+          targets = [keyId];
+        } else {
+          const provider = registry.forAlias(keyAlias);
+          const described = cache?.describe() ?? new Map<string, unknown>();
+          targets = [...described.keys()].filter((id) => provider.owns(id));
+          targets.push((await provider.refreshCurrentVersion(undefined, caller)).keyId);
+          // The current version is usually cached too: evict (and count) each version once.
+          targets = [...new Set(targets)];
+        }
+        for (const id of targets) cache?.evictKey(id);
+        log.warn(
+          { keyIds: targets, by: 'admin' },
+          'cached DEKs evicted by RevokeKey; re-checking in the vault',
+        );
+        await watcher?.checkNow(targets);
+        return { keys: statusRows(new Set(targets)) };
+      });
     },
-    'admin:',
-  );
+
+    FlushCache(call, callback) {
+      unary('FlushCache', call, callback, async () => {
+        const before = cache?.stats().entries ?? { encrypt: 0, decrypt: 0 };
+        cache?.flush();
+        log.warn({ by: 'admin', ...before }, 'DEK cache flushed');
+        return { encryptDeks: before.encrypt, decryptDeks: before.decrypt };
+      });
+    },
+
+    GetKeyStatus(call, callback) {
+      unary('GetKeyStatus', call, callback, async () => ({ keys: statusRows() }));
+    },
+  };
 }
 
 /**

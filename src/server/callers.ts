@@ -1,17 +1,16 @@
-import { withAuditCaller } from '../kek/audit';
-
-type Handler = (call: { getPeer(): string }, ...rest: never[]) => void;
+import type { AuditCaller } from '../kek/audit';
 
 /**
- * Runs every handler with its method (and the call's peer) as the audit caller, so the KEK audit line
- * of any vault call a request triggers says which RPC it served. AsyncLocalStorage carries it through
- * all the async work the handler starts.
+ * The audit caller of one RPC: its method (with `prefix`, e.g. "admin:"), the call's peer and the
+ * identity access control admitted it as. Each handler builds one per call and passes it down to the
+ * envelope service, the DEK cache and the KEK providers, so the audit line of any vault call a request
+ * triggers says which RPC and identity it served (kek/audit.ts says why it is not AsyncLocalStorage).
  */
-export function withCallers<T extends object>(handlers: T, prefix = ''): T {
-  const wrapped: Record<string, Handler> = {};
-  for (const [method, handler] of Object.entries(handlers) as Array<[string, Handler]>) {
-    wrapped[method] = (call, ...rest) =>
-      withAuditCaller({ caller: `${prefix}${method}`, peer: call.getPeer() }, () => handler(call, ...rest));
-  }
-  return wrapped as T;
+export function rpcCaller(
+  method: string,
+  call: { getPeer(): string },
+  identity: string | undefined,
+  prefix = '',
+): AuditCaller {
+  return { caller: `${prefix}${method}`, peer: call.getPeer(), identity };
 }

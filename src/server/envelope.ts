@@ -21,10 +21,11 @@ import type { EncryptStreamRequest__Output } from '../gen/sealbox/v1/EncryptStre
 import type { EncryptStreamResponse } from '../gen/sealbox/v1/EncryptStreamResponse';
 import type { RewrapRequest__Output } from '../gen/sealbox/v1/RewrapRequest';
 import type { RewrapResponse } from '../gen/sealbox/v1/RewrapResponse';
+import type { AuditCaller } from '../kek/audit';
 import type { Logger } from '../log/logger';
 import type { ByteBudget } from '../util/budget';
 import type { AccessControl, Admitted } from './access';
-import { withCallers } from './callers';
+import { rpcCaller } from './callers';
 import { toServiceError } from './status';
 import { Framed, StreamCall, type StreamLimits } from './stream-call';
 import { RESPONSE_HEADROOM } from './wire';
@@ -73,11 +74,16 @@ export function envelopeHandlers(deps: EnvelopeDeps, peer: PeerKind): EnvelopeHa
 
   /**
    * Admits a streaming call (identity, rate, stream limits); on refusal ends it with the status and
-   * returns undefined. The caller releases the slot when the stream ends.
+   * returns undefined. The caller releases the slot when the stream ends. `caller` is the call's audit
+   * caller, for the vault calls it causes.
    */
-  function admitStream(call: ServerDuplexStream<unknown, unknown>, method: string): Admitted | undefined {
+  function admitStream(
+    call: ServerDuplexStream<unknown, unknown>,
+    method: string,
+  ): (Admitted & { readonly caller: AuditCaller }) | undefined {
     try {
-      return access.admit(call, peer, method, true);
+      const admitted = access.admit(call, peer, method, true);
+      return { ...admitted, caller: rpcCaller(method, call, admitted.identity) };
     } catch (err) {
       call.emit('error', toServiceError(err, log, method));
       return undefined;
@@ -94,13 +100,15 @@ export function envelopeHandlers(deps: EnvelopeDeps, peer: PeerKind): EnvelopeHa
     call: ServerUnaryCall<Req, Res>,
     callback: sendUnaryData<Res>,
     bytes: number,
-    work: (signal: AbortSignal, keys: KeyAccess) => Promise<Res>,
+    work: (signal: AbortSignal, keys: KeyAccess, caller: AuditCaller) => Promise<Res>,
     checkSize?: () => void,
   ): void {
     let admitted: Admitted;
+    let caller: AuditCaller;
     try {
       checkSize?.();
       admitted = access.admit(call, peer, method, false);
+      caller = rpcCaller(method, call, admitted.identity);
     } catch (err) {
       callback(toServiceError(err, log, method));
       return;
@@ -145,7 +153,7 @@ export function envelopeHandlers(deps: EnvelopeDeps, peer: PeerKind): EnvelopeHa
     admission
       .then((h) => {
         held = h;
-        return work(abort.signal, admitted.keys);
+        return work(abort.signal, admitted.keys, caller);
       })
       .then(
         (response) => {
@@ -167,7 +175,7 @@ export function envelopeHandlers(deps: EnvelopeDeps, peer: PeerKind): EnvelopeHa
       });
   }
 
-  return withCallers({
+  return {
     Encrypt(call, callback) {
       const { keyAlias, plaintext, context } = call.request;
       unary(
@@ -175,8 +183,15 @@ export function envelopeHandlers(deps: EnvelopeDeps, peer: PeerKind): EnvelopeHa
         call,
         callback,
         2 * plaintext.length, // the request, and the ciphertext response of about its size
-        async (signal, keys) => {
-          const { ciphertext, keyId } = await service.encrypt(keyAlias, plaintext, context, signal, keys);
+        async (signal, keys, caller) => {
+          const { ciphertext, keyId } = await service.encrypt(
+            keyAlias,
+            plaintext,
+            context,
+            signal,
+            keys,
+            caller,
+          );
           return { ciphertext, keyId };
         },
         () => service.checkUnarySize('plaintext', plaintext.length),
@@ -190,8 +205,14 @@ export function envelopeHandlers(deps: EnvelopeDeps, peer: PeerKind): EnvelopeHa
         call,
         callback,
         2 * ciphertext.length, // the request, and the plaintext response of about its size
-        async (signal, keys) => {
-          const { plaintext, info } = await service.decrypt(ciphertext, expectedContext, signal, keys);
+        async (signal, keys, caller) => {
+          const { plaintext, info } = await service.decrypt(
+            ciphertext,
+            expectedContext,
+            signal,
+            keys,
+            caller,
+          );
           return { plaintext, keyId: info.keyId, context: info.context };
         },
         () => service.checkUnarySize('ciphertext', ciphertext.length),
@@ -225,6 +246,7 @@ export function envelopeHandlers(deps: EnvelopeDeps, peer: PeerKind): EnvelopeHa
           chunkSize,
           stream.signal,
           admitted.keys,
+          admitted.caller,
         );
         stream.onEnd(() => session.dispose());
         await stream.send({ metadata: { keyId: session.info.keyId, context: session.info.context } });
@@ -271,7 +293,12 @@ export function envelopeHandlers(deps: EnvelopeDeps, peer: PeerKind): EnvelopeHa
                 'DecryptStream accepts init only as its first message',
               );
             }
-            session = service.beginDecrypt(message.init?.expectedContext ?? {}, stream.signal, admitted.keys);
+            session = service.beginDecrypt(
+              message.init?.expectedContext ?? {},
+              stream.signal,
+              admitted.keys,
+              admitted.caller,
+            );
             stream.onEnd(() => session?.dispose());
             continue;
           }
@@ -282,7 +309,7 @@ export function envelopeHandlers(deps: EnvelopeDeps, peer: PeerKind): EnvelopeHa
             );
           }
           if (!session) {
-            session = service.beginDecrypt({}, stream.signal, admitted.keys);
+            session = service.beginDecrypt({}, stream.signal, admitted.keys, admitted.caller);
             stream.onEnd(() => session?.dispose());
           }
           const active = session;
@@ -311,8 +338,8 @@ export function envelopeHandlers(deps: EnvelopeDeps, peer: PeerKind): EnvelopeHa
         return;
       }
       const request = call.request;
-      unary('Rewrap', call, callback, request.headerOrCiphertext.length, async (signal, keys) =>
-        rewrapResponse(await service.rewrap(request, signal, keys)),
+      unary('Rewrap', call, callback, request.headerOrCiphertext.length, async (signal, keys, caller) =>
+        rewrapResponse(await service.rewrap(request, signal, keys, caller)),
       );
     },
 
@@ -336,7 +363,7 @@ export function envelopeHandlers(deps: EnvelopeDeps, peer: PeerKind): EnvelopeHa
         'RewrapStream',
       );
       stream.onEnd(admitted.release);
-      const session = service.beginRewrap(stream.signal, admitted.keys);
+      const session = service.beginRewrap(stream.signal, admitted.keys, admitted.caller);
       stream.onEnd(() => session.dispose());
       /** The item's failure as its response, or (not the item's fault) the stream's end. */
       const failed = (index: number, err: unknown, previousKeyId = ''): RewrapStreamResponse => {
@@ -368,5 +395,5 @@ export function envelopeHandlers(deps: EnvelopeDeps, peer: PeerKind): EnvelopeHa
         await stream.complete();
       })().catch((err) => stream.fail(err));
     },
-  });
+  };
 }

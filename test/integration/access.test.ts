@@ -518,6 +518,33 @@ describe('an explicit policy: app (socket), billing (URI SAN), ops (CN, admin), 
     );
   });
 
+  test('a vault call an Encrypt causes is audited with that call: method, peer and identity', async () => {
+    // Flushed, so the next Encrypt under payments must wrap a fresh DEK (a blocking miss, in-band).
+    box.sealbox.flushCache();
+    const wrapsBefore = audits(box, 'wrapKey').length;
+    assert.deepEqual(
+      (await decrypt(billing, (await encrypt(billing, 'payments', secret)).ciphertext)).plaintext,
+      secret,
+    );
+    const wraps = audits(box, 'wrapKey').slice(wrapsBefore);
+    assert.equal(wraps.length, 1, JSON.stringify(wraps));
+    assert.equal(wraps[0]!.caller, 'Encrypt');
+    assert.equal(wraps[0]!.identity, 'billing');
+    assert.equal(wraps[0]!.alias, 'payments');
+    assert.equal(wraps[0]!.outcome, 'success');
+    assert.equal(typeof wraps[0]!.peer, 'string');
+    assert.notEqual(wraps[0]!.peer, '');
+
+    // The same through a stream: its own method name, the same identity.
+    box.sealbox.flushCache();
+    await encryptStream(billing, 'payments', [secret]);
+    const streamed = audits(box, 'wrapKey').slice(wrapsBefore + 1);
+    assert.deepEqual(
+      streamed.map((l) => [l.caller, l.identity, l.alias]),
+      [['EncryptStream', 'billing', 'payments']],
+    );
+  });
+
   test('ops over mTLS (CN): Admin on the TCP listener; no key operations', async () => {
     const admin = adminClient(box.tcp!, 'ops');
     const status1 = await keyStatus(admin);

@@ -2,7 +2,7 @@ import assert from 'node:assert/strict';
 import { randomBytes } from 'node:crypto';
 import { Writable } from 'node:stream';
 import { test } from 'node:test';
-import { AuditedProvider, setAuditIdentity, withAuditCaller } from '../../../src/kek/audit';
+import { AuditedProvider, KEY_WATCHER, REFRESH_AHEAD } from '../../../src/kek/audit';
 import { LocalKekProvider } from '../../../src/kek/local';
 import { createLogger } from '../../../src/log/logger';
 
@@ -26,7 +26,7 @@ test('one audit line per KEK operation: operation, key id, outcome, latency, cal
   });
   const provider = new AuditedProvider(inner, 'pay', log);
   const dek = randomBytes(32);
-  const wrapped = await withAuditCaller({ caller: 'Encrypt', peer: 'unix:/s' }, () => provider.wrap(dek));
+  const wrapped = await provider.wrap(dek, undefined, { caller: 'Encrypt', peer: 'unix:/s' });
   await provider.unwrap(wrapped.keyId, wrapped.algorithm, wrapped.wrapped);
   await assert.rejects(provider.unwrap(wrapped.keyId, 'RSA-OAEP-256', wrapped.wrapped));
   await new Promise((r) => setTimeout(r, 50)); // pino flushes asynchronously
@@ -60,13 +60,10 @@ test('the identity access control names for a call is in the audit lines of that
     versions: [{ version: 'b'.repeat(32), key: randomBytes(32).toString('base64'), enabled: true }],
   });
   const provider = new AuditedProvider(inner, 'pay', log);
-  await withAuditCaller({ caller: 'Encrypt', peer: 'unknown' }, async () => {
-    setAuditIdentity('billing');
-    await provider.wrap(randomBytes(32));
-  });
-  await withAuditCaller({ caller: 'Encrypt', peer: 'unknown' }, () => provider.wrap(randomBytes(32)));
-  setAuditIdentity('nobody'); // outside any call: no effect, no throw
-  await provider.wrap(randomBytes(32));
+  const billing = { caller: 'Encrypt', peer: 'unknown', identity: 'billing' };
+  await provider.wrap(randomBytes(32), undefined, billing);
+  await provider.wrap(randomBytes(32), undefined, { caller: 'Encrypt', peer: 'unknown' });
+  await provider.wrap(randomBytes(32)); // no caller: a background call
   await new Promise((r) => setTimeout(r, 50));
   const audit = lines.filter((l) => l['audit'] === 'kek');
   assert.deepEqual(
@@ -75,6 +72,31 @@ test('the identity access control names for a call is in the audit lines of that
       ['Encrypt', 'billing'],
       ['Encrypt', undefined],
       ['background', undefined],
+    ],
+  );
+});
+
+test('background callers are named: every provider operation passes its caller to the audit line', async () => {
+  const { lines, log } = capture();
+  const inner = new LocalKekProvider({
+    name: 'audit',
+    versions: [{ version: 'c'.repeat(32), key: randomBytes(32).toString('base64'), enabled: true }],
+  });
+  const provider = new AuditedProvider(inner, 'pay', log);
+  const admin = { caller: 'admin:RevokeKey', peer: 'unix:/a', identity: 'admin' };
+  const wrapped = await provider.wrap(randomBytes(32), undefined, REFRESH_AHEAD);
+  await provider.unwrap(wrapped.keyId, wrapped.algorithm, wrapped.wrapped, undefined, KEY_WATCHER);
+  await provider.status(wrapped.keyId, undefined, undefined, KEY_WATCHER);
+  await provider.refreshCurrentVersion(undefined, admin);
+  await new Promise((r) => setTimeout(r, 50));
+  const audit = lines.filter((l) => l['audit'] === 'kek');
+  assert.deepEqual(
+    audit.map((l) => [l['operation'], l['caller'], l['identity']]),
+    [
+      ['wrapKey', 'refresh-ahead', undefined],
+      ['unwrapKey', 'key-watcher', undefined],
+      ['getKey', 'key-watcher', undefined],
+      ['getLatest', 'admin:RevokeKey', 'admin'],
     ],
   );
 });
