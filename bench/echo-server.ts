@@ -1,6 +1,9 @@
 /**
  * A plain grpc-js echo server on a Unix socket, in its own process: the transport ceiling that
- * sealbox's streaming (bidi `Echo`) and unary (`EchoUnary`) numbers are compared with. Usage: node echo-server.js SOCKET_PATH
+ * sealbox's streaming (bidi `Echo`) and unary (`EchoUnary`) numbers are compared with. It also serves
+ * the protobuf-shaped echo (sealbox.v1.Envelope Encrypt/Decrypt without crypto, lib/echo-service.ts
+ * `pbEchoHandlers`), the unary baseline that pays protobuf like sealbox does.
+ * Usage: node echo-server.js SOCKET_PATH
  * Prints "ready" on stdout once listening; exits on SIGTERM/SIGINT.
  */
 import './lib/watch-parent';
@@ -11,9 +14,16 @@ import {
   type ServerUnaryCall,
   type sendUnaryData,
 } from '@grpc/grpc-js';
+import { loadApi } from '../src/api/proto';
 import { createLogger } from '../src/log/logger';
 import { setInitialWindow, widenConnectionWindows } from '../src/server/http2-window';
-import { ECHO_SERVICE, SERVER_OPTIONS } from './lib/echo-service';
+import {
+  ECHO_SERVICE,
+  PB_ECHO_ENV,
+  type PbEchoShape,
+  pbEchoHandlers,
+  SERVER_OPTIONS,
+} from './lib/echo-service';
 
 const window = Number(process.env['SEALBOX_BENCH_HTTP2_WINDOW'] ?? 0);
 const log = createLogger('warn');
@@ -42,6 +52,13 @@ server.addService(ECHO_SERVICE, {
     callback(null, call.request);
   },
 });
+const shape: PbEchoShape = {
+  overheads: {},
+  defaultOverhead: 500,
+  keyId: 'pb-echo',
+  ...(JSON.parse(process.env[PB_ECHO_ENV] ?? '{}') as Partial<PbEchoShape>),
+};
+server.addService(loadApi().sealbox.sealbox.v1.Envelope.service, pbEchoHandlers(shape));
 server.bindAsync(`unix:${socketPath}`, ServerCredentials.createInsecure(), (err) => {
   if (err) {
     process.stderr.write(`echo-server: ${err.message}\n`);

@@ -3,7 +3,8 @@
  * sealbox, with identity (de)serializers over Buffers instead of protobuf and no crypto. `Echo` is a
  * bidi stream (the streaming baseline), `EchoUnary` answers one message with itself (the unary one).
  */
-import type { ChannelOptions, ServiceDefinition } from '@grpc/grpc-js';
+import type { ChannelOptions, ServiceDefinition, UntypedServiceImplementation } from '@grpc/grpc-js';
+import type { EnvelopeHandlers } from '../../src/api/proto';
 
 const identity = (b: Buffer): Buffer => b;
 
@@ -33,3 +34,50 @@ export const SERVER_OPTIONS: ChannelOptions = {
   'grpc.max_receive_message_length': 8 * 1024 * 1024,
   'grpc.max_send_message_length': -1,
 };
+
+/** What the protobuf-shaped echo answers with, so its responses have the size of sealbox's. */
+export interface PbEchoShape {
+  /**
+   * Plaintext size → ciphertext bytes minus plaintext bytes of a sealbox unary message that size
+   * (header + chunk tags), measured on the sealbox under test; other sizes get `defaultOverhead`.
+   */
+  readonly overheads: Record<string, number>;
+  readonly defaultOverhead: number;
+  /** The key id sealbox answers (the dev vault's versioned key id). */
+  readonly keyId: string;
+}
+
+/** The env var bench/unary.ts passes the shape in (JSON). */
+export const PB_ECHO_ENV = 'SEALBOX_BENCH_PB_ECHO';
+
+/**
+ * The protobuf-shaped echo: sealbox.v1.Envelope's Encrypt and Decrypt served from the real API
+ * definition (src/api/proto.ts: the same proto-loader codec, options and generated types sealbox
+ * uses), so grpc-js decodes the real EncryptRequest/DecryptRequest and encodes a same-size
+ * EncryptResponse/DecryptResponse — no crypto, no sealbox handler, no interceptors. Each answer is a
+ * fresh buffer (as sealbox's is) holding the request's payload bytes. The other methods are left
+ * unimplemented (grpc-js answers UNIMPLEMENTED).
+ */
+export function pbEchoHandlers(shape: PbEchoShape): UntypedServiceImplementation {
+  const bySize = new Map(Object.entries(shape.overheads).map(([size, o]) => [Number(size), o]));
+  const byCiphertext = new Map([...bySize].map(([size, o]) => [size + o, o]));
+  const handlers: Pick<EnvelopeHandlers, 'Encrypt' | 'Decrypt'> = {
+    Encrypt(call, callback) {
+      const { plaintext } = call.request;
+      const overhead = bySize.get(plaintext.length) ?? shape.defaultOverhead;
+      const ciphertext = Buffer.allocUnsafe(plaintext.length + overhead);
+      ciphertext.fill(0, 0, overhead);
+      plaintext.copy(ciphertext, overhead);
+      callback(null, { ciphertext, keyId: shape.keyId });
+    },
+    Decrypt(call, callback) {
+      const { ciphertext, expectedContext } = call.request;
+      const overhead = byCiphertext.get(ciphertext.length) ?? shape.defaultOverhead;
+      const body = ciphertext.subarray(Math.min(overhead, ciphertext.length));
+      const plaintext = Buffer.allocUnsafe(body.length);
+      body.copy(plaintext);
+      callback(null, { plaintext, keyId: shape.keyId, context: expectedContext });
+    },
+  };
+  return handlers as unknown as UntypedServiceImplementation;
+}

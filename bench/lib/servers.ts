@@ -3,7 +3,7 @@
  * CLI (`sealbox serve --config FILE`) from the same build as this file, and a plain grpc-js echo server.
  */
 import { type ChildProcess, spawn } from 'node:child_process';
-import { mkdtempSync, writeFileSync } from 'node:fs';
+import { mkdtempSync, openSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { type ConfigInput, mergeConfigInput } from '../../src/config/config';
@@ -61,19 +61,41 @@ export async function spawnSealbox(
   writeFileSync(configFile, `${JSON.stringify(config, null, 2)}\n`, { mode: 0o600 });
   const child = spawn(
     process.execPath,
-    ['--require', WATCH_PARENT, CLI_PATH, 'serve', '--config', configFile],
-    { stdio: ['ignore', 'ignore', 'pipe'] },
+    [...serverNodeArgs(), '--require', WATCH_PARENT, CLI_PATH, 'serve', '--config', configFile],
+    { stdio: ['ignore', serverStdout(label), 'pipe'] },
   );
   return started(child, socketPath, label, removeDir, config);
 }
 
-/** Starts the echo server (bench/echo-server.ts) on a Unix socket in a temp dir. */
-export async function spawnEcho(label = 'echo'): Promise<SpawnedServer> {
+/**
+ * Extra node flags for the servers under test (sealbox and the echo), not for the bench or its load
+ * generators: SEALBOX_BENCH_SERVER_NODE_ARGS, space-separated, e.g. "--cpu-prof --cpu-prof-dir=/tmp/p"
+ * or "--trace-gc" (profiling a server child; bench/README.md "Unary per-call cost").
+ */
+function serverNodeArgs(): string[] {
+  return (process.env['SEALBOX_BENCH_SERVER_NODE_ARGS'] ?? '').split(' ').filter(Boolean);
+}
+
+/**
+ * Where a server's stdout goes: discarded, or with SEALBOX_BENCH_SERVER_STDOUT_DIR set, a file
+ * `<label>-<ms>.log` there (--trace-gc writes to stdout).
+ */
+function serverStdout(label: string): 'ignore' | number {
+  const dir = process.env['SEALBOX_BENCH_SERVER_STDOUT_DIR'];
+  return dir ? openSync(join(dir, `${label}-${Date.now()}.log`), 'w') : 'ignore';
+}
+
+/**
+ * Starts the echo server (bench/echo-server.ts) on a Unix socket in a temp dir; `env` is added to its
+ * environment (e.g. the protobuf echo's response shape).
+ */
+export async function spawnEcho(label = 'echo', env: Record<string, string> = {}): Promise<SpawnedServer> {
   const dir = mkdtempSync(join(tmpdir(), 'sealbox-bench-echo-'));
   const removeDir = trackTempDir(dir);
   const socketPath = join(dir, 'echo.sock');
-  const child = spawn(process.execPath, [ECHO_SERVER_PATH, socketPath], {
-    stdio: ['ignore', 'ignore', 'pipe'],
+  const child = spawn(process.execPath, [...serverNodeArgs(), ECHO_SERVER_PATH, socketPath], {
+    stdio: ['ignore', serverStdout(label), 'pipe'],
+    env: { ...process.env, ...env },
   });
   return started(child, socketPath, label, removeDir);
 }

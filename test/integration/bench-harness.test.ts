@@ -92,11 +92,14 @@ test('throughput: every case and ratio', () => {
   assert.ok(Array.isArray(r['chartRatios']));
 });
 
-test('unary: echo, Encrypt and Decrypt cases with req/s, latency percentiles and server CPU per call', () => {
+test('unary: echo, protobuf echo, Encrypt and Decrypt cases with req/s, latency percentiles and server CPU per call', () => {
   const r = result('unary');
   const cases = r['cases'] as Array<Record<string, unknown>>;
   assert.ok(Array.isArray(cases));
-  assert.deepEqual(new Set(cases.map((c) => c['op'])), new Set(['echo', 'encrypt', 'decrypt']));
+  assert.deepEqual(
+    new Set(cases.map((c) => c['op'])),
+    new Set(['echo', 'pb-echo-encrypt', 'pb-echo-decrypt', 'encrypt', 'decrypt']),
+  );
   for (const c of cases) {
     assertFigures(`cases[${c['id']}]`, c, [
       'payloadBytes',
@@ -116,6 +119,20 @@ test('unary: echo, Encrypt and Decrypt cases with req/s, latency percentiles and
   assert.equal(typeof vault.keyId, 'string');
   const ratios = r['ratios'] as Array<{ name: string; value: unknown }>;
   assert.ok(ratios.length >= 4 && ratios.every((x) => typeof x.name === 'string' && isCount(x.value)));
+  // Both baselines for each sealbox case: the raw echo and the protobuf-shaped echo.
+  const names = ratios.map((x) => x.name);
+  for (const op of ['encrypt', 'decrypt']) {
+    assert.ok(names.some((n) => n.startsWith(`unary ${op} `) && n.endsWith('sealbox ÷ protobuf echo req/s')));
+    assert.ok(
+      names.some(
+        (n) => n.startsWith(`unary ${op} `) && n.endsWith('server CPU per call, sealbox ÷ protobuf echo'),
+      ),
+    );
+  }
+  const shape = r['pbEchoShape'] as { overheads: Record<string, unknown>; keyId: unknown };
+  assert.equal(typeof shape.keyId, 'string');
+  assertFigures('pbEchoShape.overheads', shape.overheads, Object.keys(shape.overheads));
+  assert.ok(Object.keys(shape.overheads).length > 0);
 });
 
 test('cache: on and off with req/s, vault calls per 1,000 operations and throttling counts', () => {
