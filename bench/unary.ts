@@ -13,7 +13,7 @@
  * Read gate off: --config '{"envelope":{"unaryReadConcurrency":4096}}'.
  *
  *   node <build>/bench/unary.js [--tiny|--quick|--full] [--seconds N] [--warmup N] [--channels K]
- *     [--config JSON] [--sizes B,B…] [--concurrency C,C…]
+ *     [--config JSON] [--sizes B,B…] [--concurrency C,C…] [--ops echo,pb-echo-encrypt,encrypt,…]
  */
 
 import { randomBytes } from 'node:crypto';
@@ -52,8 +52,12 @@ function options() {
       config: { type: 'string', default: '{}' },
       sizes: { type: 'string' },
       concurrency: { type: 'string' },
+      ops: { type: 'string' },
     },
   });
+  const ops = values.ops === undefined ? OPS : (values.ops.split(',') as Op[]);
+  const unknown = ops.filter((op) => !OPS.includes(op));
+  if (unknown.length > 0) throw new Error(`--ops takes some of ${OPS.join(',')}; not ${unknown.join(',')}`);
   const list = (name: string, text: string | undefined, fallback: number[]): number[] => {
     if (text === undefined) return fallback;
     const values = text.split(',').map((v) => Math.floor(numberFlag(name, v, 1)));
@@ -68,6 +72,7 @@ function options() {
     concurrency: list('concurrency', values.concurrency, tiny ? [16] : [1, 16, 64]),
     seconds: numberFlag('seconds', values.seconds, { tiny: 0.5, quick: 2, full: 10 }[profile]),
     warmup: numberFlag('warmup', values.warmup, { tiny: 0.25, quick: 1, full: 2 }[profile]),
+    ops,
     channels: Math.max(1, Math.floor(numberFlag('channels', values.channels, 1))),
     config: parseConfig(values.config ?? '{}'),
   };
@@ -165,11 +170,11 @@ async function main(): Promise<number> {
   let vaultTotals: ReturnType<typeof vaultCalls> | undefined;
   try {
     await vault.resetCounters();
-    const total = opts.sizes.length * opts.concurrency.length * OPS.length;
+    const total = opts.sizes.length * opts.concurrency.length * opts.ops.length;
     let step = 0;
     for (const size of opts.sizes) {
       for (const c of opts.concurrency) {
-        for (const op of OPS) {
+        for (const op of opts.ops) {
           step++;
           const id = caseId(op, size, c);
           progress(`[${step}/${total}] ${id}…`);

@@ -33,7 +33,7 @@ import type { WrappedKey } from '../crypto/message';
 import { ErrorCode, SealboxError } from '../errors';
 import { type AuditCaller, REFRESH_AHEAD } from '../kek/audit';
 import type { KekRegistry } from '../kek/registry';
-import { untilAborted } from '../util/abort';
+import { type Cancellation, signalOf, untilAborted } from '../util/abort';
 import { ByteBudget } from '../util/budget';
 import { type DataKeySource, DEK_BYTES, type EncryptKeys } from './data-keys';
 import { type KeyOperationName, KeyStates, type KeyUse } from './key-states';
@@ -153,7 +153,7 @@ export class CachedDataKeys implements DataKeySource {
   async forEncrypt(
     alias: string,
     messageId: Uint8Array,
-    signal?: AbortSignal,
+    signal?: Cancellation,
     caller?: AuditCaller,
   ): Promise<EncryptKeys> {
     const state = this.stateFor(alias);
@@ -194,7 +194,7 @@ export class CachedDataKeys implements DataKeySource {
     };
   }
 
-  async forDecrypt(header: Header, signal?: AbortSignal, caller?: AuditCaller): Promise<MessageKeys> {
+  async forDecrypt(header: Header, signal?: Cancellation, caller?: AuditCaller): Promise<MessageKeys> {
     this.check(header.keyId, 'decrypt');
     const digest = createHash('sha256').update(header.wrappedDek).digest('hex');
     const key = `${header.keyId}\n${header.wrapAlgorithm}\n${digest}`;
@@ -229,7 +229,7 @@ export class CachedDataKeys implements DataKeySource {
     try {
       // Every waiter derives from the flight's own copy of the DEK, which stays intact until the last
       // waiter is done — even if the LRU evicts (and zeroes) its entry meanwhile.
-      const dek = await (signal ? untilAborted(joined.promise, signal) : joined.promise);
+      const dek = await (signal ? untilAborted(joined.promise, signalOf(signal)) : joined.promise);
       return deriveMessageKeys(dek, header.messageId);
     } finally {
       if (--joined.waiters === 0)
@@ -466,7 +466,7 @@ export class CachedDataKeys implements DataKeySource {
   private replacement(
     alias: string,
     state: AliasState,
-    signal?: AbortSignal,
+    signal?: Cancellation,
     caller?: AuditCaller,
   ): Promise<ActiveDek> {
     if (!state.pending) {
@@ -475,7 +475,7 @@ export class CachedDataKeys implements DataKeySource {
       });
       state.pending = pending;
     }
-    return signal ? untilAborted(state.pending, signal) : state.pending;
+    return signal ? untilAborted(state.pending, signalOf(signal)) : state.pending;
   }
 
   private async wrapNew(alias: string, caller?: AuditCaller): Promise<ActiveDek> {

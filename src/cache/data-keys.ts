@@ -12,6 +12,7 @@ import type { WrappedKey } from '../crypto/message';
 import { ErrorCode, SealboxError } from '../errors';
 import type { AuditCaller } from '../kek/audit';
 import type { KekRegistry } from '../kek/registry';
+import { type Cancellation, signalOf } from '../util/abort';
 
 /** AES-256 data keys. */
 export const DEK_BYTES = 32;
@@ -31,11 +32,11 @@ export interface DataKeySource {
   forEncrypt(
     alias: string,
     messageId: Uint8Array,
-    signal?: AbortSignal,
+    signal?: Cancellation,
     caller?: AuditCaller,
   ): Promise<EncryptKeys>;
   /** Keys for the message whose (parsed, unverified) header is given. */
-  forDecrypt(header: Header, signal?: AbortSignal, caller?: AuditCaller): Promise<MessageKeys>;
+  forDecrypt(header: Header, signal?: Cancellation, caller?: AuditCaller): Promise<MessageKeys>;
   /**
    * Throws KEY_DISABLED if `keyId` has been revoked since the message started; sessions call it before
    * every segment, so streams in flight stop promptly. Optional: without a cache every operation asks
@@ -51,13 +52,13 @@ export class UncachedDataKeys implements DataKeySource {
   async forEncrypt(
     alias: string,
     messageId: Uint8Array,
-    signal?: AbortSignal,
+    signal?: Cancellation,
     caller?: AuditCaller,
   ): Promise<EncryptKeys> {
     const provider = this.registry.forAlias(alias);
     const dek = randomBytes(DEK_BYTES);
     try {
-      const result = await provider.wrap(dek, signal, caller);
+      const result = await provider.wrap(dek, signalOf(signal), caller);
       return {
         wrapped: { keyId: result.keyId, wrapAlgorithm: result.algorithm, wrappedDek: result.wrapped },
         keys: deriveMessageKeys(dek, messageId),
@@ -68,9 +69,15 @@ export class UncachedDataKeys implements DataKeySource {
     }
   }
 
-  async forDecrypt(header: Header, signal?: AbortSignal, caller?: AuditCaller): Promise<MessageKeys> {
+  async forDecrypt(header: Header, signal?: Cancellation, caller?: AuditCaller): Promise<MessageKeys> {
     const provider = this.registry.forKeyId(header.keyId);
-    const dek = await provider.unwrap(header.keyId, header.wrapAlgorithm, header.wrappedDek, signal, caller);
+    const dek = await provider.unwrap(
+      header.keyId,
+      header.wrapAlgorithm,
+      header.wrappedDek,
+      signalOf(signal),
+      caller,
+    );
     try {
       if (dek.length !== DEK_BYTES) {
         throw new SealboxError(

@@ -9,7 +9,6 @@
  * Rewrap (rewrap.ts) rewrites only a header: unwrap the DEK under its version, verify, wrap it under
  * the current version; it needs the KEK registry, since the DataKeySource never hands out a DEK.
  */
-import { randomBytes } from 'node:crypto';
 import type { DataKeySource } from '../cache/data-keys';
 import { checkExpectedContext, type EncryptionContext, encodeContext } from '../crypto/context';
 import {
@@ -24,9 +23,11 @@ import {
 import { CiphertextReader, PlaintextFramer, type Segment } from '../crypto/framing';
 import { type MessageKeys, zeroMessageKeys } from '../crypto/kdf';
 import { openFailure } from '../crypto/message';
+import { messageIds } from '../crypto/random-pool';
 import { ErrorCode, SealboxError } from '../errors';
 import type { AuditCaller } from '../kek/audit';
 import type { ChunkPool } from '../pool/pool';
+import { type Cancellation, signalOf } from '../util/abort';
 import { ALLOW_ALL, type KeyAccess } from './access';
 import {
   type RewrapKeys,
@@ -92,21 +93,34 @@ export class EnvelopeService {
     return new RewrapSession(this.kek, this.keys, signal, access, caller);
   }
 
-  /** Encrypts a whole message (unary). */
+  /**
+   * Encrypts a whole message (unary). `signal` may be a LazySignal: it is only made into an
+   * AbortSignal if the call has to wait (a DEK-cache miss, a worker task).
+   */
   async encrypt(
     alias: string,
     plaintext: Buffer,
     context: EncryptionContext,
-    signal?: AbortSignal,
+    signal?: Cancellation,
     access: KeyAccess = ALLOW_ALL,
     caller?: AuditCaller,
   ): Promise<{ ciphertext: Buffer; keyId: string }> {
     this.checkUnarySize('plaintext', plaintext.length);
     const session = await this.beginEncrypt(alias, context, 0, signal, access, caller);
     try {
-      const segments = [...session.push(plaintext), session.finish()];
+      const segments = session.push(plaintext);
+      const last = session.finish();
+      const header = session.header;
+      if (segments.length === 0) {
+        // One segment (every message up to batchBytes): sealed after room for the header, which is
+        // written in place — no concatenation, one buffer for the whole ciphertext.
+        const ciphertext = await session.seal(last, signal, header.length);
+        header.copy(ciphertext, 0);
+        return { ciphertext, keyId: session.info.keyId };
+      }
+      segments.push(last);
       const body = await Promise.all(segments.map((s) => session.seal(s, signal)));
-      return { ciphertext: Buffer.concat([session.header, ...body]), keyId: session.info.keyId };
+      return { ciphertext: Buffer.concat([header, ...body]), keyId: session.info.keyId };
     } finally {
       session.dispose();
     }
@@ -116,7 +130,7 @@ export class EnvelopeService {
   async decrypt(
     ciphertext: Buffer,
     expectedContext: EncryptionContext,
-    signal?: AbortSignal,
+    signal?: Cancellation,
     access: KeyAccess = ALLOW_ALL,
     caller?: AuditCaller,
   ): Promise<{ plaintext: Buffer; info: MessageInfo }> {
@@ -125,8 +139,12 @@ export class EnvelopeService {
     try {
       const { info, segments } = await session.push(ciphertext);
       segments.push(session.finish());
-      const parts = await Promise.all(segments.map((s) => session.open(s, signal)));
       // `info` is set by the push that completed the header; finish() threw if none did.
+      if (segments.length === 1) {
+        // One segment: its plaintext is the answer as it is (Buffer.concat would copy it).
+        return { plaintext: await session.open(segments[0]!, signal), info: info ?? session.info! };
+      }
+      const parts = await Promise.all(segments.map((s) => session.open(s, signal)));
       return { plaintext: Buffer.concat(parts), info: info ?? session.info! };
     } finally {
       session.dispose();
@@ -159,7 +177,7 @@ export class EnvelopeService {
     alias: string,
     context: EncryptionContext,
     chunkSize: number,
-    signal?: AbortSignal,
+    signal?: Cancellation,
     access: KeyAccess = ALLOW_ALL,
     caller?: AuditCaller,
   ): Promise<EncryptSession> {
@@ -175,7 +193,7 @@ export class EnvelopeService {
       );
     }
     const contextBytes = encodeContext(context);
-    const messageId = randomBytes(MESSAGE_ID_BYTES);
+    const messageId = messageIds.take(MESSAGE_ID_BYTES);
     const { wrapped, keys, account } = await this.keys.forEncrypt(alias, messageId, signal, caller);
     try {
       const header = buildHeader({ messageId, chunkSize: size, contextBytes, ...wrapped }, keys);
@@ -198,7 +216,7 @@ export class EnvelopeService {
   /** Starts decrypting a message whose bytes will be pushed as they arrive. */
   beginDecrypt(
     expectedContext: EncryptionContext,
-    signal?: AbortSignal,
+    signal?: Cancellation,
     access: KeyAccess = ALLOW_ALL,
     caller?: AuditCaller,
   ): DecryptSession {
@@ -258,7 +276,7 @@ export class EncryptSession {
    * Seals a segment into chunk records, after `headroom` reserved bytes. The segment's buffer is
    * consumed.
    */
-  seal(segment: Segment, signal?: AbortSignal, headroom = 0): Promise<Buffer> {
+  seal(segment: Segment, signal?: Cancellation, headroom = 0): Promise<Buffer> {
     try {
       this.checkKey();
     } catch (err) {
@@ -272,7 +290,8 @@ export class EncryptSession {
         headroom,
         ...segment,
       },
-      signal,
+      // Only a worker task takes the signal; an inline one runs to completion at once.
+      this.pool.runsInline(segment.data.length) ? undefined : signalOf(signal),
     );
   }
 
@@ -296,7 +315,7 @@ export class DecryptSession {
     private readonly expected: EncryptionContext,
     chunksPerSegment: (chunkSize: number) => number,
     mustOwn: (bytes: number) => boolean,
-    private readonly signal?: AbortSignal,
+    private readonly signal?: Cancellation,
     private readonly access: KeyAccess = ALLOW_ALL,
     private readonly caller?: AuditCaller,
   ) {
@@ -334,7 +353,7 @@ export class DecryptSession {
    * Opens a segment (plaintext after `headroom` reserved bytes); rejects with CIPHERTEXT_CORRUPT or
    * CIPHERTEXT_TRUNCATED naming the chunk that failed.
    */
-  async open(segment: Segment, signal?: AbortSignal, headroom = 0): Promise<Buffer> {
+  async open(segment: Segment, signal?: Cancellation, headroom = 0): Promise<Buffer> {
     const header = this.header;
     const keys = this.keys;
     if (!header || !keys) throw new Error('open before the header was verified');
@@ -347,7 +366,7 @@ export class DecryptSession {
         headroom,
         ...segment,
       },
-      signal,
+      this.pool.runsInline(segment.data.length) ? undefined : signalOf(signal),
     );
     if (result.ok) return result.plaintext;
     throw openFailure(result.failedIndex, result.truncated);

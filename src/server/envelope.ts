@@ -23,6 +23,7 @@ import type { RewrapRequest__Output } from '../gen/sealbox/v1/RewrapRequest';
 import type { RewrapResponse } from '../gen/sealbox/v1/RewrapResponse';
 import type { AuditCaller } from '../kek/audit';
 import type { Logger } from '../log/logger';
+import { LazySignal } from '../util/abort';
 import type { ByteBudget } from '../util/budget';
 import type { AccessControl, Admitted } from './access';
 import { rpcCaller } from './callers';
@@ -100,7 +101,7 @@ export function envelopeHandlers(deps: EnvelopeDeps, peer: PeerKind): EnvelopeHa
     call: ServerUnaryCall<Req, Res>,
     callback: sendUnaryData<Res>,
     bytes: number,
-    work: (signal: AbortSignal, keys: KeyAccess, caller: AuditCaller) => Promise<Res>,
+    work: (signal: LazySignal, keys: KeyAccess, caller: AuditCaller) => Promise<Res>,
     checkSize?: () => void,
   ): void {
     let admitted: Admitted;
@@ -113,7 +114,9 @@ export function envelopeHandlers(deps: EnvelopeDeps, peer: PeerKind): EnvelopeHa
       callback(toServiceError(err, log, method));
       return;
     }
-    const abort = new AbortController();
+    // Made into an AbortController only if the call has to wait on something (lazy: a DEK-cache hit
+    // never does).
+    const cancel = new LazySignal();
     let answered = false;
     // The budget covers the request and, until it has been handed to HTTP/2, the response: it is
     // released when the work has settled *and* grpc-js reports the call's end — 'cancelled', which
@@ -132,10 +135,10 @@ export function envelopeHandlers(deps: EnvelopeDeps, peer: PeerKind): EnvelopeHa
     call.on('cancelled', () => {
       ended = true;
       // Only a call still working is aborted (and no error object is built per call on the hot path).
-      if (!answered) abort.abort(new SealboxError(ErrorCode.CANCELLED, 'call cancelled'));
+      if (!answered) cancel.abort(new SealboxError(ErrorCode.CANCELLED, 'call cancelled'));
       if (settled) release();
     });
-    const admission = budget.tryAcquire(bytes, unaryQueueBytes, abort.signal);
+    const admission = budget.tryAcquire(bytes, unaryQueueBytes, cancel);
     if (!admission) {
       callback(
         toServiceError(
@@ -150,29 +153,38 @@ export function envelopeHandlers(deps: EnvelopeDeps, peer: PeerKind): EnvelopeHa
       );
       return;
     }
+    const settle = () => {
+      settled = true;
+      if (ended) return release();
+      // Postcondition: the budget comes back even if grpc-js never reports the end (a safety net;
+      // a response unread for this long is the client's stall, held by HTTP/2 flow control).
+      fallback = setTimeout(release, UNARY_RELEASE_FALLBACK_MS);
+      fallback.unref();
+    };
+    // Two promise reactions per call on the way (admission, work); no .finally, no async wrappers.
     admission
       .then((h) => {
         held = h;
-        return work(abort.signal, admitted.keys, caller);
+        return work(cancel, admitted.keys, caller);
       })
       .then(
         (response) => {
           answered = true;
-          callback(null, response);
+          try {
+            callback(null, response);
+          } finally {
+            settle();
+          }
         },
         (err) => {
           answered = true;
-          callback(toServiceError(err, log, method));
+          try {
+            callback(toServiceError(err, log, method));
+          } finally {
+            settle();
+          }
         },
-      )
-      .finally(() => {
-        settled = true;
-        if (ended) return release();
-        // Postcondition: the budget comes back even if grpc-js never reports the end (a safety net;
-        // a response unread for this long is the client's stall, held by HTTP/2 flow control).
-        fallback = setTimeout(release, UNARY_RELEASE_FALLBACK_MS);
-        fallback.unref();
-      });
+      );
   }
 
   return {
@@ -183,17 +195,8 @@ export function envelopeHandlers(deps: EnvelopeDeps, peer: PeerKind): EnvelopeHa
         call,
         callback,
         2 * plaintext.length, // the request, and the ciphertext response of about its size
-        async (signal, keys, caller) => {
-          const { ciphertext, keyId } = await service.encrypt(
-            keyAlias,
-            plaintext,
-            context,
-            signal,
-            keys,
-            caller,
-          );
-          return { ciphertext, keyId };
-        },
+        // The service's answer is the response as it is: { ciphertext, keyId }.
+        (signal, keys, caller) => service.encrypt(keyAlias, plaintext, context, signal, keys, caller),
         () => service.checkUnarySize('plaintext', plaintext.length),
       );
     },
@@ -205,16 +208,10 @@ export function envelopeHandlers(deps: EnvelopeDeps, peer: PeerKind): EnvelopeHa
         call,
         callback,
         2 * ciphertext.length, // the request, and the plaintext response of about its size
-        async (signal, keys, caller) => {
-          const { plaintext, info } = await service.decrypt(
-            ciphertext,
-            expectedContext,
-            signal,
-            keys,
-            caller,
-          );
-          return { plaintext, keyId: info.keyId, context: info.context };
-        },
+        (signal, keys, caller) =>
+          service
+            .decrypt(ciphertext, expectedContext, signal, keys, caller)
+            .then(({ plaintext, info }) => ({ plaintext, keyId: info.keyId, context: info.context })),
         () => service.checkUnarySize('ciphertext', ciphertext.length),
       );
     },
@@ -339,7 +336,7 @@ export function envelopeHandlers(deps: EnvelopeDeps, peer: PeerKind): EnvelopeHa
       }
       const request = call.request;
       unary('Rewrap', call, callback, request.headerOrCiphertext.length, async (signal, keys, caller) =>
-        rewrapResponse(await service.rewrap(request, signal, keys, caller)),
+        rewrapResponse(await service.rewrap(request, signal.signal, keys, caller)),
       );
     },
 

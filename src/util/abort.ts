@@ -28,3 +28,48 @@ export function untilAborted<T>(
     );
   });
 }
+
+/**
+ * A call's cancellation whose AbortController is made only when something asks for the signal. A unary
+ * call that hits the DEK cache waits on nothing and never asks, so it never pays for an AbortController
+ * and its AbortSignal (~5 µs of CPU each, plus their GC; issue 14's profile). Aborting before anyone
+ * asked is remembered: the signal made later is already aborted, with the same reason.
+ */
+export class LazySignal {
+  private controller: AbortController | undefined;
+  private abortedWith: { reason: unknown } | undefined;
+
+  /** The signal (made now if nobody asked before). */
+  get signal(): AbortSignal {
+    if (!this.controller) {
+      this.controller = new AbortController();
+      if (this.abortedWith) this.controller.abort(this.abortedWith.reason);
+    }
+    return this.controller.signal;
+  }
+
+  get aborted(): boolean {
+    return this.abortedWith !== undefined;
+  }
+
+  /** True once something asked for the signal (tests). */
+  get materialized(): boolean {
+    return this.controller !== undefined;
+  }
+
+  abort(reason: unknown): void {
+    if (this.abortedWith) return;
+    this.abortedWith = { reason };
+    this.controller?.abort(reason);
+  }
+}
+
+/** Where a caller's cancellation comes from: a signal, or one made on demand. */
+export type Cancellation = AbortSignal | LazySignal;
+
+/** The AbortSignal of `c` (making a lazy one now); call it only where the signal is about to be used. */
+export function signalOf(c: Cancellation): AbortSignal;
+export function signalOf(c: Cancellation | undefined): AbortSignal | undefined;
+export function signalOf(c: Cancellation | undefined): AbortSignal | undefined {
+  return c instanceof LazySignal ? c.signal : c;
+}

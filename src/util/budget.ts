@@ -2,6 +2,8 @@
  * A counting limit on bytes in flight, shared by every call. Waiters are served in arrival order,
  * so one large stream cannot starve others indefinitely.
  */
+import { type Cancellation, signalOf } from './abort';
+
 export class ByteBudget {
   private available: number;
   /** Sum of the waiters' bytes, kept as they come and go (admission reads it on every unary call). */
@@ -58,14 +60,15 @@ export class ByteBudget {
    * everyone waiting stay within `maxQueuedBytes`, and beyond that returns undefined at once, so the
    * caller refuses the request and its memory is freed instead of queued.
    */
-  tryAcquire(bytes: number, maxQueuedBytes: number, signal?: AbortSignal): Promise<number> | undefined {
+  tryAcquire(bytes: number, maxQueuedBytes: number, signal?: Cancellation): Promise<number> | undefined {
     const want = Math.min(bytes, this.capacity);
     if (this.waiters.length === 0 && want <= this.available) {
       this.available -= want;
       return Promise.resolve(want);
     }
     if (this.queuedBytes + want > maxQueuedBytes) return undefined;
-    return this.acquire(bytes, signal);
+    // Only a caller that has to wait needs its signal (a LazySignal is made into one only now).
+    return this.acquire(bytes, signalOf(signal));
   }
 
   /** True when nothing more fits now and the waiting bytes have reached `maxQueuedBytes`. */
