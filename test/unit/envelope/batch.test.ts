@@ -126,7 +126,7 @@ async function rejects(promise: Promise<unknown>, code: ErrorCode, message?: Reg
 
 describe('EncryptBatch / DecryptBatch use case', () => {
   test('round trip in order, each item its own message (id, keys, context), one wrap and one unwrap per key', async () => {
-    const { a, b, batch, service } = setup();
+    const { a, b, cache, batch, service } = setup();
     const records = Array.from({ length: 150 }, (_, i) => ({
       keyAlias: i % 3 === 0 ? 'b' : 'a',
       plaintext: randomBytes(i % 7 === 0 ? 0 : 1 + ((i * 37) % 5000)),
@@ -148,6 +148,13 @@ describe('EncryptBatch / DecryptBatch use case', () => {
     }
     assert.equal(ids.size, records.length, 'every item has its own message id');
     assert.deepEqual([a.wraps, b.wraps], [1, 1], 'one wrap per key for the whole batch');
+    // One cache lookup per alias per slice of items, not one per item.
+    const lookups = () => {
+      const { hits, misses } = cache.stats();
+      return { encrypt: hits.encrypt + misses.encrypt, decrypt: hits.decrypt + misses.decrypt };
+    };
+    const slices = Math.ceil(records.length / SLICE_ITEMS);
+    assert.ok(lookups().encrypt <= 2 * slices, JSON.stringify(lookups()));
 
     const opened = await batch.decrypt(
       sealed.map((r, i) => ({ ciphertext: ok(r).ciphertext, expectedContext: { row: String(i) } })),
@@ -159,6 +166,8 @@ describe('EncryptBatch / DecryptBatch use case', () => {
     }
     // The encrypt side's cache holds the DEK for encryption only; decryption unwrapped once per key.
     assert.deepEqual([a.unwraps, b.unwraps], [1, 1]);
+    // The 150 unary decrypts above made 150 lookups; the batch at most one per key per slice.
+    assert.ok(lookups().decrypt <= records.length + 2 * slices, JSON.stringify(lookups()));
   });
 
   test('a ciphertext from unary Encrypt decrypts in a batch, and a batch item through unary Decrypt', async () => {
