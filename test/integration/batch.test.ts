@@ -11,11 +11,13 @@ import { randomBytes } from 'node:crypto';
 import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import { Writable } from 'node:stream';
 import { after, before, describe, test } from 'node:test';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { KeyClient } from '@azure/keyvault-keys';
 import { type ServiceError, status } from '@grpc/grpc-js';
 import {
+  connectEnvelope,
   decrypt,
   decryptBatch,
   decryptStream,
@@ -23,7 +25,7 @@ import {
   encryptBatch,
   errorCode,
 } from '../../src/client/client';
-import type { ConfigInput } from '../../src/config/config';
+import { type ConfigInput, mergeConfigInput, validateConfig } from '../../src/config/config';
 import { parseHeader } from '../../src/crypto/format';
 import {
   type DevVault,
@@ -34,6 +36,8 @@ import {
 } from '../../src/devvault';
 import type { DecryptBatchResult__Output } from '../../src/gen/sealbox/v1/DecryptBatchResult';
 import type { EncryptBatchResult__Output } from '../../src/gen/sealbox/v1/EncryptBatchResult';
+import { createLogger } from '../../src/log/logger';
+import { startSealbox } from '../../src/main';
 import { startTestSealbox, type TestSealbox } from '../helpers/harness';
 
 const TOKEN = 'batch-tests';
@@ -307,6 +311,48 @@ describe('batch RPCs over the socket', { timeout: 120_000 }, () => {
         await keys.updateKeyProperties('batch-rev', { enabled: true });
       }
     });
+  });
+
+  test('audit: the vault calls a batch causes name the caller as for Encrypt', async () => {
+    const home = mkdtempSync(join(tmpdir(), 'sealbox-batch-audit-'));
+    const lines: Array<Record<string, unknown>> = [];
+    const sink = new Writable({
+      write(chunk: Buffer, _encoding, done) {
+        for (const line of chunk.toString('utf8').split('\n')) if (line) lines.push(JSON.parse(line));
+        done();
+      },
+    });
+    const cfg = validateConfig(
+      mergeConfigInput(
+        {
+          dataDir: home,
+          listen: { socket: join(home, 's.sock') },
+          pool: { threads: 1 },
+          shutdown: { graceMs: 1000 },
+        },
+        config({ log: { level: 'info' } }) as Record<string, unknown>,
+      ),
+    );
+    const sealbox = await startSealbox(cfg, createLogger('info', sink));
+    const client = connectEnvelope(`unix:${join(home, 's.sock')}`);
+    try {
+      const [result] = await encryptBatch(client, [{ keyAlias: 'pay', plaintext: Buffer.from('audited') }]);
+      sealbox.flushCache();
+      opened((await decryptBatch(client, [sealed(result)]))[0]);
+      await sleep(100); // pino writes asynchronously
+      const audit = lines.filter((l) => l['audit'] === 'kek' && l['alias'] === 'pay');
+      const by = (operation: string) => audit.find((l) => l['operation'] === operation);
+      assert.equal(by('wrapKey')?.['caller'], 'EncryptBatch', JSON.stringify(audit));
+      assert.equal(by('unwrapKey')?.['caller'], 'DecryptBatch', JSON.stringify(audit));
+      for (const op of ['wrapKey', 'unwrapKey']) {
+        assert.equal(by(op)?.['identity'], 'default');
+        assert.match(String(by(op)?.['peer']), /./);
+      }
+    } finally {
+      client.close();
+      await sealbox.close();
+      rmSync(home, { recursive: true, force: true });
+    }
   });
 
   test('a cancelled batch releases its budget; the server goes on serving', async () => {
