@@ -8,6 +8,7 @@ import { CachedDataKeys, type CacheStats } from './cache/cached-data-keys';
 import { UncachedDataKeys } from './cache/data-keys';
 import { KeyStates } from './cache/key-states';
 import { type Config, ConfigError } from './config/config';
+import { BatchEnvelope } from './envelope/batch';
 import { EnvelopeService } from './envelope/service';
 import { AuditedProvider } from './kek/audit';
 import { createAzureCredential, createAzureProvider, type VaultCallObserver } from './kek/azure';
@@ -186,12 +187,9 @@ export async function startSealbox(
     ...config.pool,
     onWorkerError: (err) => log.error({ err }, 'worker thread failed'),
   });
-  const service = new EnvelopeService(
-    cache ?? new UncachedDataKeys(registry),
-    pool,
-    config.envelope,
-    registry,
-  );
+  const dataKeys = cache ?? new UncachedDataKeys(registry);
+  const service = new EnvelopeService(dataKeys, pool, config.envelope, registry);
+  const batch = new BatchEnvelope(dataKeys, pool, config.envelope);
   const budget = new ByteBudget(config.stream.maxInFlightBytes);
   const access = new AccessControl(config, (keyId) => registry.aliasesOf(keyId), log);
   const adminDeps = { cache, watcher, registry, log };
@@ -206,6 +204,7 @@ export async function startSealbox(
         access,
         log,
         unaryQueueBytes: config.envelope.unaryQueueBytes,
+        batch,
       },
       log,
       [

@@ -28,14 +28,14 @@
 import { createHash, randomFillSync } from 'node:crypto';
 import { LRUCache } from 'lru-cache';
 import type { Header } from '../crypto/format';
-import { deriveMessageKeys, type MessageKeys } from '../crypto/kdf';
+import { deriveMessageKeys, type MessageKeys, zeroMessageKeys } from '../crypto/kdf';
 import type { WrappedKey } from '../crypto/message';
 import { ErrorCode, SealboxError } from '../errors';
 import { type AuditCaller, REFRESH_AHEAD } from '../kek/audit';
 import type { KekRegistry } from '../kek/registry';
 import { type Cancellation, signalOf, untilAborted } from '../util/abort';
 import { ByteBudget } from '../util/budget';
-import { type DataKeySource, DEK_BYTES, type EncryptKeys } from './data-keys';
+import { type DataKeySource, DEK_BYTES, type EncryptKeyRun, type EncryptKeys } from './data-keys';
 import { type KeyOperationName, KeyStates, type KeyUse } from './key-states';
 
 export interface CacheOptions {
@@ -194,14 +194,111 @@ export class CachedDataKeys implements DataKeySource {
     };
   }
 
-  async forDecrypt(header: Header, signal?: Cancellation, caller?: AuditCaller): Promise<MessageKeys> {
+  /**
+   * forEncrypt for many messages: one lookup per DEK used, each DEK's message budget honoured (a run
+   * ends where a DEK's budget does). Every key is derived synchronously after its lookup, so a DEK
+   * retired or revoked meanwhile is never derived from.
+   */
+  async forEncryptMany(
+    alias: string,
+    messageIds: readonly Uint8Array[],
+    signal?: Cancellation,
+    caller?: AuditCaller,
+  ): Promise<EncryptKeyRun[]> {
+    const state = this.stateFor(alias);
+    const runs: EncryptKeyRun[] = [];
+    try {
+      for (let from = 0; from < messageIds.length; ) {
+        let active = this.usable(state);
+        if (active) {
+          this.counters.hits.encrypt++;
+        } else {
+          this.counters.misses.encrypt++;
+          this.counters.blockingMisses++;
+          while (!active) {
+            await this.installReplacement(alias, state, signal, caller);
+            active = this.usable(state);
+          }
+        }
+        this.check(active.wrapped.keyId, 'encrypt');
+        // usable() left at least one message in the budget; take as many as it has, synchronously.
+        const count = Math.min(messageIds.length - from, this.options.encrypt.maxMessages - active.messages);
+        active.messages += count;
+        this.maybeRefresh(alias, state, active);
+        const keys = new Array<MessageKeys>(count);
+        for (let i = 0; i < count; i++) keys[i] = deriveMessageKeys(active.dek, messageIds[from + i]!);
+        const dek = active;
+        runs.push({
+          wrapped: dek.wrapped,
+          keys,
+          account: (bytes: number) => {
+            dek.bytes += bytes;
+            if (dek.bytes >= this.options.encrypt.maxBytes) this.retire(state, dek);
+            else this.maybeRefresh(alias, state, dek);
+          },
+        });
+        from += count;
+      }
+      return runs;
+    } catch (err) {
+      for (const run of runs) for (const keys of run.keys) zeroMessageKeys(keys);
+      throw err;
+    }
+  }
+
+  /**
+   * Waits for a replacement DEK (a blocking wrap, shared with concurrent callers) and installs it: the
+   * body of forEncrypt's miss loop (kept there as it was, to leave that hot path untouched).
+   */
+  private async installReplacement(
+    alias: string,
+    state: AliasState,
+    signal?: Cancellation,
+    caller?: AuditCaller,
+  ): Promise<void> {
+    const fresh = await this.replacement(alias, state, signal, caller);
+    if (this.closed) {
+      this.drop(fresh, 'flush');
+      throw new SealboxError(ErrorCode.CANCELLED, 'sealbox is shutting down');
+    }
+    if (!fresh.retired && fresh !== state.active) {
+      if (!state.active) state.active = fresh;
+      else if (!state.next) state.next = fresh;
+      else this.drop(fresh, 'retired');
+    }
+  }
+
+  forDecrypt(header: Header, signal?: Cancellation, caller?: AuditCaller): Promise<MessageKeys> {
+    return this.withDek(header, signal, caller, (dek) => deriveMessageKeys(dek, header.messageId));
+  }
+
+  /** forDecrypt for messages whose headers share `header`'s key id, algorithm and wrapped DEK. */
+  forDecryptMany(
+    header: Header,
+    messageIds: readonly Uint8Array[],
+    signal?: Cancellation,
+    caller?: AuditCaller,
+  ): Promise<MessageKeys[]> {
+    return this.withDek(header, signal, caller, (dek) => messageIds.map((id) => deriveMessageKeys(dek, id)));
+  }
+
+  /**
+   * Finds `header`'s DEK (cache, a shared unwrap in flight, or a new unwrap) and runs `derive` on it
+   * synchronously; the DEK itself never leaves this module.
+   */
+  private async withDek<T>(
+    header: Header,
+    signal: Cancellation | undefined,
+    caller: AuditCaller | undefined,
+    derive: (dek: Buffer) => T,
+  ): Promise<T> {
     this.check(header.keyId, 'decrypt');
     const digest = createHash('sha256').update(header.wrappedDek).digest('hex');
     const key = `${header.keyId}\n${header.wrapAlgorithm}\n${digest}`;
     const cached = this.decrypted.get(key);
     if (cached) {
       this.counters.hits.decrypt++;
-      return deriveMessageKeys(cached, header.messageId);
+      return derive(cached);
     }
     this.counters.misses.decrypt++;
     this.counters.blockingMisses++;
@@ -230,7 +327,7 @@ export class CachedDataKeys implements DataKeySource {
       // Every waiter derives from the flight's own copy of the DEK, which stays intact until the last
       // waiter is done — even if the LRU evicts (and zeroes) its entry meanwhile.
       const dek = await (signal ? untilAborted(joined.promise, signalOf(signal)) : joined.promise);
-      return deriveMessageKeys(dek, header.messageId);
+      return derive(dek);
     } finally {
       if (--joined.waiters === 0)
         joined.promise.then(

@@ -24,6 +24,15 @@ export interface EncryptKeys {
   account(bytes: number): void;
 }
 
+/** Keys for a run of new messages sealed under one DEK (forEncryptMany). */
+export interface EncryptKeyRun {
+  readonly wrapped: WrappedKey;
+  /** One per message id, in order. */
+  readonly keys: MessageKeys[];
+  /** As EncryptKeys.account, for all of the run's messages together. */
+  account(bytes: number): void;
+}
+
 export interface DataKeySource {
   /**
    * Keys for a new message under `alias`, derived for `messageId`. `caller` names, in the audit line,
@@ -37,6 +46,27 @@ export interface DataKeySource {
   ): Promise<EncryptKeys>;
   /** Keys for the message whose (parsed, unverified) header is given. */
   forDecrypt(header: Header, signal?: Cancellation, caller?: AuditCaller): Promise<MessageKeys>;
+  /**
+   * Optional, for batches: keys for many new messages under `alias` with one DEK lookup per DEK used.
+   * Returns runs covering `messageIds` in order (more than one only when a DEK's message budget ran
+   * out part-way). Without it, callers ask forEncrypt once per message.
+   */
+  forEncryptMany?(
+    alias: string,
+    messageIds: readonly Uint8Array[],
+    signal?: Cancellation,
+    caller?: AuditCaller,
+  ): Promise<EncryptKeyRun[]>;
+  /**
+   * Optional, for batches: keys for several messages whose headers all carry `header`'s key id, wrap
+   * algorithm and wrapped DEK (the caller checked), one DEK lookup for all, in `messageIds` order.
+   */
+  forDecryptMany?(
+    header: Header,
+    messageIds: readonly Uint8Array[],
+    signal?: Cancellation,
+    caller?: AuditCaller,
+  ): Promise<MessageKeys[]>;
   /**
    * Throws KEY_DISABLED if `keyId` has been revoked since the message started; sessions call it before
    * every segment, so streams in flight stop promptly. Optional: without a cache every operation asks

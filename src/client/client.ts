@@ -13,7 +13,9 @@ import {
   type ServiceError,
 } from '@grpc/grpc-js';
 import { type EnvelopeClient, loadApi } from '../api/proto';
+import type { DecryptBatchResult__Output } from '../gen/sealbox/v1/DecryptBatchResult';
 import type { DecryptStreamResponse__Output } from '../gen/sealbox/v1/DecryptStreamResponse';
+import type { EncryptBatchResult__Output } from '../gen/sealbox/v1/EncryptBatchResult';
 import type { EncryptStreamResponse__Output } from '../gen/sealbox/v1/EncryptStreamResponse';
 import type { RewrapRequest } from '../gen/sealbox/v1/RewrapRequest';
 import type { RewrapResponse__Output } from '../gen/sealbox/v1/RewrapResponse';
@@ -91,6 +93,52 @@ export function rewrapStream(
     call.on('end', () => resolve({ responses }));
     for (const request of requests) call.write(request);
     call.end();
+  });
+}
+
+/** One EncryptBatch item: a record, its key alias and its own context. */
+export interface BatchRecord {
+  readonly keyAlias: string;
+  readonly plaintext: Uint8Array;
+  readonly context?: Context;
+}
+
+/**
+ * Encrypts many small records in one EncryptBatch call: one result per record, in order, each an
+ * independent ciphertext or, for a record that failed alone, its errorCode and errorMessage. A
+ * whole-call failure (limits, vault unavailable, cancellation) rejects.
+ */
+export function encryptBatch(
+  client: EnvelopeClient,
+  records: readonly BatchRecord[],
+  options: CallOptions = {},
+): Promise<EncryptBatchResult__Output[]> {
+  const items = records.map((r) => ({
+    keyAlias: r.keyAlias,
+    plaintext: r.plaintext,
+    context: r.context ?? {},
+  }));
+  return new Promise((resolve, reject) => {
+    client.EncryptBatch({ items }, options, (err, res) => (err || !res ? reject(err) : resolve(res.results)));
+  });
+}
+
+/**
+ * Decrypts many ciphertexts in one DecryptBatch call (each checked against its own expected context,
+ * if given): one result per ciphertext, in order, with plaintext, keyId and context, or errorCode.
+ */
+export function decryptBatch(
+  client: EnvelopeClient,
+  ciphertexts: readonly (Uint8Array | { ciphertext: Uint8Array; expectedContext?: Context })[],
+  options: CallOptions = {},
+): Promise<DecryptBatchResult__Output[]> {
+  const items = ciphertexts.map((c) =>
+    c instanceof Uint8Array
+      ? { ciphertext: c, expectedContext: {} }
+      : { ciphertext: c.ciphertext, expectedContext: c.expectedContext ?? {} },
+  );
+  return new Promise((resolve, reject) => {
+    client.DecryptBatch({ items }, options, (err, res) => (err || !res ? reject(err) : resolve(res.results)));
   });
 }
 

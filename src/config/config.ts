@@ -398,6 +398,16 @@ export const configSchema = z
         unaryReadQueue: size(0, 1_000_000).default(16_384),
         /** Target plaintext bytes per pool task. */
         batchBytes: size(4 * KiB, 16 * MiB).default(1 * MiB),
+        /**
+         * EncryptBatch / DecryptBatch: items per call at most; beyond it the call is refused with
+         * RESOURCE_EXHAUSTED (LIMIT_EXCEEDED) before any work.
+         */
+        batchMaxItems: size(1, 100_000).default(1000),
+        /**
+         * EncryptBatch: plaintext bytes per call at most (all items together). DecryptBatch takes this
+         * many ciphertext bytes plus each item's header and tags (envelope/batch.ts).
+         */
+        batchMaxBytes: size(1, 64 * MiB).default(4 * MiB),
       })
       .prefault({}),
     stream: z

@@ -71,6 +71,8 @@ export const ENVELOPE_UNARY_PATHS: ReadonlySet<string> = new Set([
   '/sealbox.v1.Envelope/Encrypt',
   '/sealbox.v1.Envelope/Decrypt',
   '/sealbox.v1.Envelope/Rewrap',
+  '/sealbox.v1.Envelope/EncryptBatch',
+  '/sealbox.v1.Envelope/DecryptBatch',
 ]);
 
 /** The interceptor that admits the unary methods in `paths` through `gate`. */

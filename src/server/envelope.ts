@@ -12,6 +12,7 @@ import {
 import type { EnvelopeHandlers } from '../api/proto';
 import type { PeerKind } from '../config/config';
 import type { KeyAccess } from '../envelope/access';
+import type { BatchEnvelope } from '../envelope/batch';
 import { isItemError, type RewrapResult, readRewrapRequest } from '../envelope/rewrap';
 import type { EnvelopeService } from '../envelope/service';
 import { ErrorCode, SealboxError } from '../errors';
@@ -26,6 +27,7 @@ import type { Logger } from '../log/logger';
 import { LazySignal } from '../util/abort';
 import type { ByteBudget } from '../util/budget';
 import type { AccessControl, Admitted } from './access';
+import { batchHandlers } from './batch';
 import { rpcCaller } from './callers';
 import { toServiceError } from './status';
 import { Framed, StreamCall, type StreamLimits } from './stream-call';
@@ -67,6 +69,8 @@ export interface EnvelopeDeps {
   readonly unaryQueueBytes: number;
   readonly access: AccessControl;
   readonly log: Logger;
+  /** EncryptBatch / DecryptBatch (server/batch.ts); without it they answer UNIMPLEMENTED. */
+  readonly batch?: BatchEnvelope;
 }
 
 /** Handlers for the listener `peer` (the socket or TCP): access control attributes calls to it. */
@@ -188,6 +192,8 @@ export function envelopeHandlers(deps: EnvelopeDeps, peer: PeerKind): EnvelopeHa
   }
 
   return {
+    ...batchHandlers(deps.batch, unary),
+
     Encrypt(call, callback) {
       const { keyAlias, plaintext, context } = call.request;
       unary(

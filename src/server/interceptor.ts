@@ -92,8 +92,16 @@ export function payloadBytes(message: unknown): number {
     const value = fields[field];
     if (value instanceof Uint8Array) total += value.length;
   }
+  // EncryptBatch / DecryptBatch: the payload of every item or result.
+  for (const field of BATCH_FIELDS) {
+    const list = fields[field];
+    if (Array.isArray(list)) for (const entry of list) total += payloadBytes(entry);
+  }
   return total;
 }
+
+/** Repeated fields of the batch messages whose entries carry payload. */
+const BATCH_FIELDS = ['items', 'results'] as const;
 
 function preEncodedPayload(bytes: Buffer): number {
   let length = 0;

@@ -12,7 +12,7 @@ import { after, before, test } from 'node:test';
 
 /** <build>/bench/index.js, next to <build>/test/integration. */
 const BENCH_INDEX = join(__dirname, '..', '..', 'bench', 'index.js');
-const BENCHMARKS = ['throughput', 'unary', 'cache', 'storm', 'esdk', 'fleet', 'soak'] as const;
+const BENCHMARKS = ['throughput', 'unary', 'batch', 'cache', 'storm', 'esdk', 'fleet', 'soak'] as const;
 
 let dir: string;
 let exitCode: number | null;
@@ -133,6 +133,29 @@ test('unary: echo, protobuf echo, Encrypt and Decrypt cases with req/s, latency 
   assert.equal(typeof shape.keyId, 'string');
   assertFigures('pbEchoShape.overheads', shape.overheads, Object.keys(shape.overheads));
   assert.ok(Object.keys(shape.overheads).length > 0);
+});
+
+test('batch: unary and batch cases with records/s, server CPU per record, expansion, and the main ratio', () => {
+  const r = result('batch');
+  const cases = r['cases'] as Array<Record<string, unknown>>;
+  assert.ok(Array.isArray(cases));
+  assert.deepEqual(
+    new Set(cases.map((c) => `${c['api']} ${c['op']}`)),
+    new Set(['unary encrypt', 'unary decrypt', 'batch encrypt', 'batch decrypt']),
+  );
+  for (const c of cases) {
+    assertFigures(`cases[${c['id']}]`, c, [
+      'recordBytes',
+      'batchSize',
+      'recordsPerSecond',
+      'serverCpuUsPerRecord',
+      'clientCpuUsPerRecord',
+    ]);
+    assert.equal(c['failed'], 0, `${c['id']}: ${JSON.stringify(c['error'])}`);
+    if (c['api'] === 'batch') assertFigures(`cases[${c['id']}]`, c, ['expansionBytes']);
+  }
+  const ratios = r['ratios'] as Array<{ name: string; value: unknown; main?: boolean }>;
+  assert.ok(ratios.some((x) => x.main && /batch of \d+ ÷ unary/.test(x.name) && isCount(x.value)));
 });
 
 test('cache: on and off with req/s, vault calls per 1,000 operations and throttling counts', () => {

@@ -84,8 +84,10 @@ describe('server reflection, defaults (Unix socket and admin socket)', () => {
       const set = await descriptorSetFor(version, box.target, 'sealbox.v1.Envelope');
       assert.deepEqual(methodsOf(set, 'sealbox.v1.Envelope'), [
         '/sealbox.v1.Envelope/Decrypt',
+        '/sealbox.v1.Envelope/DecryptBatch',
         '/sealbox.v1.Envelope/DecryptStream',
         '/sealbox.v1.Envelope/Encrypt',
+        '/sealbox.v1.Envelope/EncryptBatch',
         '/sealbox.v1.Envelope/EncryptStream',
         '/sealbox.v1.Envelope/Rewrap',
         '/sealbox.v1.Envelope/RewrapStream',

@@ -235,6 +235,25 @@ test('payloadBytes counts payload fields and pre-encoded data, nothing else', ()
     const framed = Buffer.alloc(RESPONSE_HEADROOM + size);
     assert.equal(payloadBytes(encodeDataResponse(framed)), size, `pre-encoded ${size}`);
   }
+  // Batch requests and responses: every item's payload.
+  assert.equal(
+    payloadBytes({
+      items: [
+        { keyAlias: 'a', plaintext: Buffer.alloc(5), context: {} },
+        { keyAlias: 'b', plaintext: Buffer.alloc(6), context: {} },
+      ],
+    }),
+    11,
+  );
+  assert.equal(
+    payloadBytes({
+      results: [
+        { ciphertext: Buffer.alloc(9), keyId: 'k/1' },
+        { errorCode: 'X', errorMessage: 'm' },
+      ],
+    }),
+    9,
+  );
   assert.equal(payloadBytes(null), 0);
   assert.equal(payloadBytes('text'), 0);
 });
