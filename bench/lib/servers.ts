@@ -9,6 +9,7 @@ import { join } from 'node:path';
 import { type ConfigInput, mergeConfigInput } from '../../src/config/config';
 import { createLocalKeyFile } from '../../src/kek/local';
 import { BENCH_LIB_DIR, stopChild, trackChild, trackTempDir, WATCH_PARENT, waitForSocket } from './proc';
+import { ALLOC_PROBE, ServerProbe } from './server-probe';
 
 /** `<build>/src/cli.js`, next to `<build>/bench/lib`. */
 export const CLI_PATH = join(BENCH_LIB_DIR, '..', '..', 'src', 'cli.js');
@@ -23,6 +24,8 @@ export interface SpawnedServer {
   readonly target: string;
   /** The effective config file contents (sealbox only). */
   readonly config?: Record<string, unknown>;
+  /** Allocation and GC counters inside the server, when started with `probe: true`. */
+  readonly probe?: ServerProbe;
   /** Stops the server (SIGTERM, SIGKILL after 5 s) and removes its temp dir. */
   stop(): Promise<void>;
 }
@@ -33,10 +36,26 @@ export interface SpawnedServer {
  * altogether (e.g. an Azure alias on the dev vault, lib/vault.ts). Resolves once the socket accepts
  * connections.
  */
+export interface SpawnOptions {
+  /** Load lib/alloc-probe.js into the server (fresh Buffer bytes, GC counts; see server-probe.ts). */
+  readonly probe?: boolean;
+  /** Extra node arguments, before the script (e.g. V8 heap flags). */
+  readonly nodeArgs?: readonly string[];
+}
+
+/** Node arguments and env for `options`; the probe file lives in the server's temp dir. */
+function nodeArgsFor(dir: string, options: SpawnOptions): { args: string[]; env: NodeJS.ProcessEnv; file?: string } {
+  const args = [...(options.nodeArgs ?? [])];
+  if (!options.probe) return { args, env: process.env };
+  const file = join(dir, 'probe.json');
+  args.push('--require', ALLOC_PROBE);
+  return { args, env: { ...process.env, SEALBOX_BENCH_PROBE_FILE: file }, file };
+}
+
 export async function spawnSealbox(
   overrides: ConfigInput = {},
   label = 'sealbox',
-  options: { keys?: ConfigInput['keys'] } = {},
+  options: { keys?: ConfigInput['keys'] } & SpawnOptions = {},
 ): Promise<SpawnedServer> {
   const dir = mkdtempSync(join(tmpdir(), 'sealbox-bench-'));
   const removeDir = trackTempDir(dir);
@@ -59,23 +78,26 @@ export async function spawnSealbox(
   );
   const configFile = join(dir, 'config.json');
   writeFileSync(configFile, `${JSON.stringify(config, null, 2)}\n`, { mode: 0o600 });
+  const node = nodeArgsFor(dir, options);
   const child = spawn(
     process.execPath,
-    ['--require', WATCH_PARENT, CLI_PATH, 'serve', '--config', configFile],
-    { stdio: ['ignore', 'ignore', 'pipe'] },
+    [...node.args, '--require', WATCH_PARENT, CLI_PATH, 'serve', '--config', configFile],
+    { stdio: ['ignore', 'ignore', 'pipe'], env: node.env },
   );
-  return started(child, socketPath, label, removeDir, config);
+  return started(child, socketPath, label, removeDir, config, node.file);
 }
 
 /** Starts the echo server (bench/echo-server.ts) on a Unix socket in a temp dir. */
-export async function spawnEcho(label = 'echo'): Promise<SpawnedServer> {
+export async function spawnEcho(label = 'echo', options: SpawnOptions = {}): Promise<SpawnedServer> {
   const dir = mkdtempSync(join(tmpdir(), 'sealbox-bench-echo-'));
   const removeDir = trackTempDir(dir);
   const socketPath = join(dir, 'echo.sock');
-  const child = spawn(process.execPath, [ECHO_SERVER_PATH, socketPath], {
+  const node = nodeArgsFor(dir, options);
+  const child = spawn(process.execPath, [...node.args, ECHO_SERVER_PATH, socketPath], {
     stdio: ['ignore', 'ignore', 'pipe'],
+    env: node.env,
   });
-  return started(child, socketPath, label, removeDir);
+  return started(child, socketPath, label, removeDir, undefined, node.file);
 }
 
 async function started(
@@ -84,6 +106,7 @@ async function started(
   label: string,
   removeDir: () => void,
   config?: Record<string, unknown>,
+  probeFile?: string,
 ): Promise<SpawnedServer> {
   trackChild(child);
   child.stderr?.on('data', (chunk: Buffer) => {
@@ -101,5 +124,11 @@ async function started(
     await stop();
     throw err;
   }
-  return { pid: child.pid!, target: `unix:${socketPath}`, ...(config ? { config } : {}), stop };
+  return {
+    pid: child.pid!,
+    target: `unix:${socketPath}`,
+    ...(config ? { config } : {}),
+    ...(probeFile ? { probe: new ServerProbe(child.pid!, probeFile) } : {}),
+    stop,
+  };
 }
