@@ -247,7 +247,9 @@ async function main(): Promise<number> {
       );
       try {
         if (c.after) {
-          progress(`  first ${c.after.mode} with ${c.after.streams} streams on the same server (not measured)…`);
+          progress(
+            `  first ${c.after.mode} with ${c.after.streams} streams on the same server (not measured)…`,
+          );
           const before = await runStreamClient(
             streamOptions(server.target, c.after.mode, c.after.streams),
             server.pid,

@@ -39,7 +39,11 @@ function install(path: string): void {
   let site: 'alloc' | 'concat' | 'from' = 'alloc';
   for (const name of ['alloc', 'allocUnsafe', 'allocUnsafeSlow'] as const) {
     const original = Buffer[name] as (size: number, ...rest: unknown[]) => Buffer;
-    (Buffer as unknown as Record<string, unknown>)[name] = function (this: unknown, size: number, ...rest: unknown[]) {
+    (Buffer as unknown as Record<string, unknown>)[name] = function (
+      this: unknown,
+      size: number,
+      ...rest: unknown[]
+    ) {
       bytes[site] += size;
       return original.call(this, size, ...rest);
     };
@@ -57,7 +61,8 @@ function install(path: string): void {
   (Buffer as unknown as { from: unknown }).from = function (this: unknown, ...args: unknown[]) {
     const out = from.apply(this, args);
     // Buffer.from(arrayBuffer, …) is a view, not a copy.
-    if (!(args[0] instanceof ArrayBuffer) && !(args[0] instanceof SharedArrayBuffer)) bytes.from += out.length;
+    if (!(args[0] instanceof ArrayBuffer) && !(args[0] instanceof SharedArrayBuffer))
+      bytes.from += out.length;
     return out;
   };
 
@@ -82,7 +87,11 @@ function install(path: string): void {
   const seen = new WeakSet<ArrayBufferLike>();
   const push = Readable.prototype.push;
   Readable.prototype.push = function (this: Readable, chunk: unknown, ...rest: unknown[]) {
-    if (chunk instanceof Uint8Array && this.constructor.name.endsWith('Http2Stream') && !seen.has(chunk.buffer)) {
+    if (
+      chunk instanceof Uint8Array &&
+      this.constructor.name.endsWith('Http2Stream') &&
+      !seen.has(chunk.buffer)
+    ) {
       seen.add(chunk.buffer);
       bytes['http2-read'] += chunk.buffer.byteLength;
     }
@@ -97,7 +106,8 @@ function install(path: string): void {
   };
   new PerformanceObserver((list) => {
     for (const entry of list.getEntries()) {
-      const kind = kinds[((entry as { detail?: unknown }).detail as { kind?: number } | undefined)?.kind ?? -1];
+      const kind =
+        kinds[((entry as { detail?: unknown }).detail as { kind?: number } | undefined)?.kind ?? -1];
       if (kind) gc[kind]++;
       if (kind === 'major') gc.majorMs += entry.duration;
       gc.totalMs += entry.duration;

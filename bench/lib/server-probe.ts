@@ -13,7 +13,14 @@ export interface ProbeSnapshot {
   readonly seq: number;
   /** Fresh Buffer bytes by site (see alloc-probe.ts). */
   readonly bytes: Record<string, number>;
-  readonly gc: { major: number; minor: number; incremental: number; weakcb: number; majorMs: number; totalMs: number };
+  readonly gc: {
+    major: number;
+    minor: number;
+    incremental: number;
+    weakcb: number;
+    majorMs: number;
+    totalMs: number;
+  };
 }
 
 /** Differences between two snapshots. */
@@ -55,7 +62,10 @@ export class ServerProbe {
   }
 }
 
-export function probeDelta(a: ProbeSnapshot | undefined, b: ProbeSnapshot | undefined): ProbeDelta | undefined {
+export function probeDelta(
+  a: ProbeSnapshot | undefined,
+  b: ProbeSnapshot | undefined,
+): ProbeDelta | undefined {
   if (!a || !b) return undefined;
   const bytes: Record<string, number> = {};
   for (const k of Object.keys(b.bytes)) bytes[k] = (b.bytes[k] ?? 0) - (a.bytes[k] ?? 0);

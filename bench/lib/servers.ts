@@ -44,7 +44,10 @@ export interface SpawnOptions {
 }
 
 /** Node arguments and env for `options`; the probe file lives in the server's temp dir. */
-function nodeArgsFor(dir: string, options: SpawnOptions): { args: string[]; env: NodeJS.ProcessEnv; file?: string } {
+function nodeArgsFor(
+  dir: string,
+  options: SpawnOptions,
+): { args: string[]; env: NodeJS.ProcessEnv; file?: string } {
   const args = [...(options.nodeArgs ?? [])];
   if (!options.probe) return { args, env: process.env };
   const file = join(dir, 'probe.json');
