@@ -15,6 +15,7 @@ import { type EnvelopeDeps, envelopeHandlers } from './envelope';
 import { setInitialWindow, widenConnectionWindows } from './http2-window';
 import { addReflection } from './reflection';
 import { bind, bindUnixSocket } from './socket';
+import { installFrameInPlace } from './grpc-frame';
 import { acceptPreEncoded } from './wire';
 
 /** Health service names sealbox reports: the whole server ("") and the Envelope service. */
@@ -64,6 +65,12 @@ export async function startServer(
   admin?: AdminDeps,
 ): Promise<RunningServer> {
   const window = config.stream.http2WindowBytes;
+  if (!installFrameInPlace()) {
+    log.warn(
+      'this grpc-js version frames responses differently from the one sealbox was built with; stream ' +
+        'responses are copied once more (see src/server/grpc-frame.ts)',
+    );
+  }
   const envelope = acceptPreEncoded(loadApi().sealbox.sealbox.v1.Envelope.service, [
     'EncryptStream',
     'DecryptStream',
