@@ -45,7 +45,7 @@ interface Options {
   baselineSeconds: number;
   /** Extra sealbox config (JSON), deep-merged into both sealbox servers' config. */
   config: Record<string, unknown>;
-  /** Extra node arguments for every server (echo and sealbox), e.g. V8 heap flags. */
+  /** Extra node arguments for the sealbox servers (e.g. V8 heap flags to measure). */
   nodeArgs: string[];
   /** Case ids to run (default all). */
   only: string[] | undefined;
@@ -74,7 +74,7 @@ function options(): Options {
       window: { type: 'string', default: '0' },
       channels: { type: 'string', default: '1' },
       config: { type: 'string', default: '{}' },
-      'node-args': { type: 'string', default: '' },
+      'node-args': { type: 'string' },
       only: { type: 'string' },
     },
   });
@@ -231,14 +231,13 @@ async function main(): Promise<number> {
   for (let repeat = 1; repeat <= opts.repeat; repeat++) {
     for (const c of selected) {
       step++;
-      const spawnOptions = { probe: true, nodeArgs: opts.nodeArgs };
       const server: SpawnedServer =
         c.server === 'echo'
-          ? await spawnEcho('echo', spawnOptions)
+          ? await spawnEcho('echo', { probe: true })
           : await spawnSealbox(
               { ...opts.config, pool: { ...(opts.config['pool'] as object), mode: c.server } },
               `sealbox-${c.server}`,
-              spawnOptions,
+              { probe: true, nodeArgs: opts.nodeArgs },
             );
       if (server.config) serverConfigs[c.server] = server.config;
       progress(

@@ -39,7 +39,7 @@ export interface SpawnedServer {
 export interface SpawnOptions {
   /** Load lib/alloc-probe.js into the server (fresh Buffer bytes, GC counts; see server-probe.ts). */
   readonly probe?: boolean;
-  /** Extra node arguments, before the script (e.g. V8 heap flags). */
+  /** Extra node arguments before the script (e.g. V8 heap flags to measure). */
   readonly nodeArgs?: readonly string[];
 }
 
