@@ -12,10 +12,10 @@ import type { Config, PeerKind } from '../config/config';
 import type { Logger } from '../log/logger';
 import { type AdminDeps, adminHandlers } from './admin';
 import { type EnvelopeDeps, envelopeHandlers } from './envelope';
+import { installFrameInPlace } from './grpc-frame';
 import { setInitialWindow, widenConnectionWindows } from './http2-window';
 import { addReflection } from './reflection';
 import { bind, bindUnixSocket } from './socket';
-import { installFrameInPlace } from './grpc-frame';
 import { acceptPreEncoded } from './wire';
 
 /** Health service names sealbox reports: the whole server ("") and the Envelope service. */
