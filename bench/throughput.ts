@@ -6,7 +6,7 @@
  * process (bench/stream-client.ts). Prints Markdown tables, writes bench/results/throughput-<ts>.json.
  *
  *   node <build>/bench/throughput.js [--tiny|--quick|--full] [--seconds N] [--warmup N] [--repeat N]
- *     [--message-bytes B] [--channels K] [--config JSON]
+ *     [--message-bytes B] [--channels K] [--config JSON] [--node-args "ARGS"] [--only id,id]
  */
 import { execFile } from 'node:child_process';
 import { createCipheriv, randomBytes } from 'node:crypto';
@@ -45,6 +45,10 @@ interface Options {
   baselineSeconds: number;
   /** Extra sealbox config (JSON), deep-merged into both sealbox servers' config. */
   config: Record<string, unknown>;
+  /** Extra node arguments for the sealbox servers (e.g. V8 heap flags to measure). */
+  nodeArgs: string[];
+  /** Case ids to run (default all). */
+  only: string[] | undefined;
 }
 
 /**
@@ -70,6 +74,8 @@ function options(): Options {
       window: { type: 'string', default: '0' },
       channels: { type: 'string', default: '1' },
       config: { type: 'string', default: '{}' },
+      'node-args': { type: 'string' },
+      only: { type: 'string' },
     },
   });
   const profile = pickProfile(values);
@@ -83,14 +89,18 @@ function options(): Options {
   return {
     profile,
     quick,
-    seconds: positive('seconds', values.seconds, tiny ? 0.5 : quick ? 3 : 10),
-    warmup: positive('warmup', values.warmup, tiny ? 0.25 : quick ? 1 : 2),
+    // Every case starts a cold server now: tiny windows of 0.5 s after 0.25 s could see no 8-stream
+    // response at all under load, so tiny keeps 1 s after 0.5 s.
+    seconds: positive('seconds', values.seconds, tiny ? 1 : quick ? 3 : 10),
+    warmup: positive('warmup', values.warmup, tiny ? 0.5 : quick ? 1 : 2),
     repeat: Math.max(1, Math.floor(positive('repeat', values.repeat, 1))),
     messageBytes: Math.max(1, positive('message-bytes', values['message-bytes'], MiB)),
     channels: Math.max(1, Math.floor(positive('channels', values.channels, 1))),
     sourceBytes: tiny ? 8 * MiB : quick ? 32 * MiB : 64 * MiB,
     baselineSeconds: tiny ? 1 : 2,
     config: withWindow(parseConfig(values.config ?? '{}'), Number(values.window ?? '0')),
+    nodeArgs: (values['node-args'] ?? '').split(' ').filter((a) => a.length > 0),
+    only: values.only?.split(','),
   };
 }
 
@@ -148,8 +158,14 @@ interface GrpcCase {
   readonly server: 'echo' | 'workers' | 'inline';
   readonly mode: 'echo' | 'encrypt' | 'decrypt';
   readonly streams: number;
+  /**
+   * Run first on the same server, unmeasured, for as long as a measured case: the trap of issue 14,
+   * where a burst of 8 streams leaves V8's heap so that the next stream pays full GCs.
+   */
+  readonly after?: { readonly mode: 'encrypt'; readonly streams: number };
 }
 
+/** Every case gets a fresh server process, so no case inherits another's heap. */
 const CASES: GrpcCase[] = [
   { id: 'echo-1', server: 'echo', mode: 'echo', streams: 1 },
   { id: 'echo-8', server: 'echo', mode: 'echo', streams: 8 },
@@ -159,6 +175,13 @@ const CASES: GrpcCase[] = [
   { id: 'inline-encrypt-1', server: 'inline', mode: 'encrypt', streams: 1 },
   { id: 'inline-encrypt-8', server: 'inline', mode: 'encrypt', streams: 8 },
   { id: 'inline-decrypt-1', server: 'inline', mode: 'decrypt', streams: 1 },
+  {
+    id: 'inline-decrypt-1-after-8',
+    server: 'inline',
+    mode: 'decrypt',
+    streams: 1,
+    after: { mode: 'encrypt', streams: 8 },
+  },
 ];
 
 interface CaseRun {
@@ -167,6 +190,10 @@ interface CaseRun {
   readonly serverCpuSecondsPerGB: number | undefined;
   readonly clientCpuSecondsPerGB: number | undefined;
   readonly serverMaxRssMiB: number;
+  /** Fresh Buffer bytes the server allocated per plaintext byte, in the window (lib/alloc-probe.ts). */
+  readonly freshBytesPerByte: number | undefined;
+  /** V8 full (mark-compact) GCs in the server per 10^9 plaintext bytes, in the window. */
+  readonly fullGcsPerGB: number | undefined;
   readonly run: StreamRun;
 }
 
@@ -189,60 +216,76 @@ async function main(): Promise<number> {
 
   const runs = new Map<string, CaseRun[]>(CASES.map((c) => [c.id, []]));
   const serverConfigs: Record<string, unknown> = {};
-  const groups: Array<GrpcCase['server']> = ['echo', 'workers', 'inline'];
   let step = 0;
-  const totalSteps = CASES.length * opts.repeat;
+  const selected = CASES.filter((c) => !opts.only || opts.only.includes(c.id));
+  const totalSteps = selected.length * opts.repeat;
+  const streamOptions = (target: string, mode: GrpcCase['mode'], streams: number) => ({
+    target,
+    mode,
+    streams,
+    channels: streams > 1 ? opts.channels : 1,
+    messageBytes: opts.messageBytes,
+    seconds: opts.seconds,
+    warmup: opts.warmup,
+    keyAlias: BENCH_KEY_ALIAS,
+    sourceBytes: opts.sourceBytes,
+  });
   for (let repeat = 1; repeat <= opts.repeat; repeat++) {
-    for (const group of groups) {
+    for (const c of selected) {
+      step++;
       const server: SpawnedServer =
-        group === 'echo'
-          ? await spawnEcho()
+        c.server === 'echo'
+          ? await spawnEcho('echo', { probe: true })
           : await spawnSealbox(
-              { ...opts.config, pool: { ...(opts.config['pool'] as object), mode: group } },
-              `sealbox-${group}`,
+              { ...opts.config, pool: { ...(opts.config['pool'] as object), mode: c.server } },
+              `sealbox-${c.server}`,
+              { probe: true, nodeArgs: opts.nodeArgs },
             );
-      if (server.config) serverConfigs[group] = server.config;
-      progress(`${group} server pid ${server.pid}, RSS ${fixed(toMiB(sampleRss(server.pid) ?? 0), 0)} MiB`);
+      if (server.config) serverConfigs[c.server] = server.config;
+      progress(
+        `[${step}/${totalSteps}] ${c.id}${opts.repeat > 1 ? ` (repeat ${repeat})` : ''}: fresh ${c.server} server ` +
+          `pid ${server.pid}, RSS ${fixed(toMiB(sampleRss(server.pid) ?? 0), 0)} MiB`,
+      );
       try {
-        for (const c of CASES.filter((x) => x.server === group)) {
-          step++;
-          progress(`[${step}/${totalSteps}] ${c.id}${opts.repeat > 1 ? ` (repeat ${repeat})` : ''}…`);
-          const run = await runStreamClient(
-            {
-              target: server.target,
-              mode: c.mode,
-              streams: c.streams,
-              channels: c.streams > 1 ? opts.channels : 1,
-              messageBytes: opts.messageBytes,
-              seconds: opts.seconds,
-              warmup: opts.warmup,
-              keyAlias: BENCH_KEY_ALIAS,
-              sourceBytes: opts.sourceBytes,
-            },
+        if (c.after) {
+          progress(
+            `  first ${c.after.mode} with ${c.after.streams} streams on the same server (not measured)…`,
+          );
+          const before = await runStreamClient(
+            streamOptions(server.target, c.after.mode, c.after.streams),
             server.pid,
           );
-          const gb = (run.client?.windowBytes ?? 0) / 1e9;
-          const result: CaseRun = {
-            repeat,
-            bytesPerSecond: run.error ? undefined : run.client?.bytesPerSecond,
-            serverCpuSecondsPerGB:
-              gb > 0 && run.serverCpuSeconds !== undefined ? run.serverCpuSeconds / gb : undefined,
-            clientCpuSecondsPerGB: gb > 0 && run.client ? run.client.clientCpuSeconds / gb : undefined,
-            serverMaxRssMiB: toMiB(run.serverRss.maxBytes),
-            run,
-          };
-          runs.get(c.id)!.push(result);
-          progress(
-            run.error
-              ? `  FAILED: ${run.error}`
-              : `  ${mbps(result.bytesPerSecond)} MB/s, server ${fixed(result.serverCpuSecondsPerGB)} CPU s/GB, ` +
-                  `client ${fixed(result.clientCpuSecondsPerGB)} CPU s/GB`,
-          );
+          if (before.error) progress(`  that run FAILED: ${before.error}`);
         }
+        const run = await runStreamClient(streamOptions(server.target, c.mode, c.streams), server.pid, {
+          ...(server.probe ? { probe: server.probe } : {}),
+        });
+        const windowBytes = run.client?.windowBytes ?? 0;
+        const gb = windowBytes / 1e9;
+        const result: CaseRun = {
+          repeat,
+          bytesPerSecond: run.error ? undefined : run.client?.bytesPerSecond,
+          serverCpuSecondsPerGB:
+            gb > 0 && run.serverCpuSeconds !== undefined ? run.serverCpuSeconds / gb : undefined,
+          clientCpuSecondsPerGB: gb > 0 && run.client ? run.client.clientCpuSeconds / gb : undefined,
+          serverMaxRssMiB: toMiB(run.serverRss.maxBytes),
+          freshBytesPerByte:
+            windowBytes > 0 && run.serverProbe ? run.serverProbe.freshBytes / windowBytes : undefined,
+          fullGcsPerGB: gb > 0 && run.serverProbe ? run.serverProbe.gc.major / gb : undefined,
+          run,
+        };
+        runs.get(c.id)!.push(result);
+        progress(
+          run.error
+            ? `  FAILED: ${run.error}`
+            : `  ${mbps(result.bytesPerSecond)} MB/s, server ${fixed(result.serverCpuSecondsPerGB)} CPU s/GB, ` +
+                `client ${fixed(result.clientCpuSecondsPerGB)} CPU s/GB, ` +
+                `${fixed(result.freshBytesPerByte)} fresh B/B, ${fixed(result.fullGcsPerGB, 0)} full GCs/GB`,
+        );
       } finally {
         const cpu = cpuTime(server.pid);
         await server.stop();
-        progress(`${group} server stopped (${fixed(cpu, 1)} CPU s in total)`);
+        progress(`  server stopped (${fixed(cpu, 1)} CPU s in total)`);
       }
     }
   }
@@ -265,6 +308,8 @@ async function main(): Promise<number> {
           serverCpuSecondsPerGB: pick((r) => r.serverCpuSecondsPerGB),
           clientCpuSecondsPerGB: pick((r) => r.clientCpuSecondsPerGB),
           serverMaxRssMiB: pick((r) => r.serverMaxRssMiB),
+          freshBytesPerByte: pick((r) => r.freshBytesPerByte),
+          fullGcsPerGB: pick((r) => r.fullGcsPerGB),
         },
       ];
     }),
@@ -286,6 +331,8 @@ async function main(): Promise<number> {
       fixed(aes.cpuSeconds / (aes.bytes / 1e9)),
       '—',
       '—',
+      '—',
+      '—',
     ],
     [
       'openssl speed -evp aes-256-gcm',
@@ -294,23 +341,29 @@ async function main(): Promise<number> {
       openssl.bytesPerSecond ? fixed(1e9 / openssl.bytesPerSecond) : '—',
       '—',
       '—',
+      '—',
+      '—',
     ],
     ...CASES.map((c) => {
       const s = summary.get(c.id)!;
       const spread = opts.repeat > 1 && s.min !== undefined ? ` (${mbps(s.min)}–${mbps(s.max)})` : '';
       const failed = s.failures > 0 ? ` ⚠ ${s.failures} failed` : '';
       return [
-        `${label[c.server]}, ${c.mode === 'echo' ? 'Echo' : c.mode === 'encrypt' ? 'EncryptStream' : 'DecryptStream'}`,
+        `${label[c.server]}, ${c.mode === 'echo' ? 'Echo' : c.mode === 'encrypt' ? 'EncryptStream' : 'DecryptStream'}` +
+          (c.after ? `, right after ${c.after.streams} streams on the same server` : ''),
         c.streams,
         `${mbps(s.bytesPerSecond)}${spread}${failed}`,
         fixed(s.serverCpuSecondsPerGB),
         fixed(s.clientCpuSecondsPerGB),
+        fixed(s.freshBytesPerByte),
+        fixed(s.fullGcsPerGB, 0),
         fixed(s.serverMaxRssMiB, 0),
       ];
     }),
   ];
-  const ratios: Record<string, { workers?: number; inline?: number }> = {
+  const ratios: Record<string, { workers?: number; inline?: number; main?: boolean }> = {
     'sealbox encrypt 1 stream ÷ echo 1 stream': {
+      main: true,
       workers: ratio(rate('workers-encrypt-1'), rate('echo-1')),
       inline: ratio(rate('inline-encrypt-1'), rate('echo-1')),
     },
@@ -319,12 +372,28 @@ async function main(): Promise<number> {
       inline: ratio(rate('inline-encrypt-1'), aes.bytesPerSecond),
     },
     'sealbox encrypt 8 streams ÷ 1 stream': {
+      main: true,
       workers: ratio(rate('workers-encrypt-8'), rate('workers-encrypt-1')),
       inline: ratio(rate('inline-encrypt-8'), rate('inline-encrypt-1')),
     },
     'sealbox decrypt 1 stream ÷ echo 1 stream': {
+      main: true,
       workers: ratio(rate('workers-decrypt-1'), rate('echo-1')),
       inline: ratio(rate('inline-decrypt-1'), rate('echo-1')),
+    },
+    'sealbox decrypt 1 stream ÷ encrypt 1 stream': {
+      workers: ratio(rate('workers-decrypt-1'), rate('workers-encrypt-1')),
+      inline: ratio(rate('inline-decrypt-1'), rate('inline-encrypt-1')),
+    },
+    'sealbox decrypt right after 8 streams ÷ on a fresh server (inline only)': {
+      main: true,
+      inline: ratio(rate('inline-decrypt-1-after-8'), rate('inline-decrypt-1')),
+    },
+    'sealbox pool.mode workers ÷ inline, encrypt 1 stream (one value)': {
+      workers: ratio(rate('workers-encrypt-1'), rate('inline-encrypt-1')),
+    },
+    'sealbox pool.mode workers ÷ inline, encrypt 8 streams (one value)': {
+      workers: ratio(rate('workers-encrypt-8'), rate('inline-encrypt-8')),
     },
     'echo 8 streams ÷ 1 stream (transport only, one value)': {
       workers: ratio(rate('echo-8'), rate('echo-1')),
@@ -335,28 +404,42 @@ async function main(): Promise<number> {
     `${opts.messageBytes} B messages, ${opts.seconds} s window after ${opts.warmup} s warm-up` +
     `${opts.repeat > 1 ? `, median of ${opts.repeat} (min–max)` : ''}` +
     `${opts.channels > 1 ? `, 8-stream cases over ${opts.channels} channels` : ', one channel'}`;
-  let out = `## Throughput (${windowNote})\n\nMB = 10^6 bytes of plaintext; CPU s/GB = CPU seconds (all threads) per 10^9 plaintext bytes within the window.\n\n`;
-  out += table(['case', 'streams', 'MB/s', 'server CPU s/GB', 'client CPU s/GB', 'server max RSS MiB'], rows);
+  let out =
+    `## Throughput (${windowNote})\n\nEvery case on a fresh server process. MB = 10^6 bytes of plaintext; ` +
+    'CPU s/GB = CPU seconds (all threads) per 10^9 plaintext bytes within the window; fresh B/B = Buffer ' +
+    'bytes the server allocated per plaintext byte; full GCs = V8 mark-compacts (bench/lib/alloc-probe.ts).\n\n';
+  out += table(
+    [
+      'case',
+      'streams',
+      'MB/s',
+      'server CPU s/GB',
+      'client CPU s/GB',
+      'server fresh B/B',
+      'server full GCs/GB',
+      'server max RSS MiB',
+    ],
+    rows,
+  );
   out += '\n';
   out += table(
     ['ratio', 'workers', 'inline'],
     Object.entries(ratios).map(([name, r]) => [
-      name,
-      fixed(r.workers),
+      `${name}${r.main ? ' (main)' : ''}`,
+      'workers' in r ? fixed(r.workers) : '—',
       'inline' in r ? fixed(r.inline) : '—',
     ]),
   );
   out += `\nnode ${env.node}, OpenSSL ${env.openssl}, ${env.cpus} CPUs (${env.cpuModel}), load average at start ${(env.loadavgAtStart as number[]).join(' ')}\n`;
   process.stdout.write(out);
 
-  const chartRatios: Ratio[] = Object.entries(ratios).flatMap(([name, r]) =>
-    'inline' in r
-      ? [
-          { name: `${name} (workers)`, value: r.workers },
-          { name: `${name} (inline)`, value: r.inline, main: name.includes('÷ echo 1 stream') },
-        ]
-      : [{ name, value: r.workers }],
-  );
+  // Main ratios are the inline ones: inline is the default on 2 cores (pool.mode auto).
+  const chartRatios: Ratio[] = Object.entries(ratios).flatMap(([name, r]) => [
+    ...('workers' in r ? [{ name: 'inline' in r ? `${name} (workers)` : name, value: r.workers }] : []),
+    ...('inline' in r
+      ? [{ name: 'workers' in r ? `${name} (inline)` : name, value: r.inline, main: r.main === true }]
+      : []),
+  ]);
   const chart = await writeRatioChart(`throughput-${stamp}`, chartRatios, {
     title: 'sealbox streaming throughput ratios (same run)',
     subtitle: `${opts.messageBytes} B messages, ${opts.profile} profile`,

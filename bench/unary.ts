@@ -161,7 +161,7 @@ async function main(): Promise<number> {
   );
   const sealbox = await spawnSealbox(opts.config, 'sealbox', { keys: vault.sealboxKeys(BENCH_KEY_ALIAS) });
   const shape = await probeShape(sealbox.target, opts.sizes);
-  const echo = await spawnEcho('echo', { [PB_ECHO_ENV]: JSON.stringify(shape) });
+  const echo = await spawnEcho('echo', { env: { [PB_ECHO_ENV]: JSON.stringify(shape) } });
   progress(
     `sealbox pid ${sealbox.pid}, echo pid ${echo.pid} (protobuf echo overheads ${JSON.stringify(shape.overheads)})`,
   );

@@ -6,6 +6,7 @@ import { type ChildProcess, fork } from 'node:child_process';
 import { join } from 'node:path';
 import type { StreamClientResult } from '../stream-client';
 import { BENCH_LIB_DIR, cpuTime, RssSampler, type RssSummary, stopChild, trackChild } from './proc';
+import { type ProbeDelta, type ProbeSnapshot, probeDelta, type ServerProbe } from './server-probe';
 
 const STREAM_CLIENT_PATH = join(BENCH_LIB_DIR, '..', 'stream-client.js');
 
@@ -32,6 +33,8 @@ export interface StreamRunOptions {
 export interface ClientHooks {
   /** Called with the forked client at once (e.g. to send it {cmd:'tick'} requests). */
   readonly onChild?: (child: ChildProcess) => void;
+  /** Snapshot the server's allocation and GC counters at the window's edges. */
+  readonly probe?: ServerProbe;
 }
 
 export interface StreamRun {
@@ -39,6 +42,8 @@ export interface StreamRun {
   /** Server CPU seconds (all threads) within the client's window. */
   readonly serverCpuSeconds: number | undefined;
   readonly serverRss: RssSummary;
+  /** Fresh Buffer bytes and GCs in the server within the window (with `hooks.probe`). */
+  readonly serverProbe?: ProbeDelta;
   readonly exitCode: number | null;
   readonly error?: string;
 }
@@ -70,12 +75,16 @@ export async function runStreamClient(
   let cpuStart = cpuTime(serverPid);
   let cpuEnd: number | undefined;
   let rss: RssSampler | undefined;
+  let probeStart: Promise<ProbeSnapshot | undefined> | undefined;
+  let probeEnd: Promise<ProbeSnapshot | undefined> | undefined;
   child.on('message', (m: { event?: string }) => {
     if (m.event === 'window-start') {
       cpuStart = cpuTime(serverPid);
       rss = new RssSampler(serverPid);
+      probeStart = hooks.probe?.snapshot();
     } else if (m.event === 'window-end') {
       cpuEnd = cpuTime(serverPid);
+      probeEnd = hooks.probe?.snapshot();
     }
   });
   let stdout = '';
@@ -102,6 +111,14 @@ export async function runStreamClient(
   }
   const serverCpuSeconds =
     cpuStart !== undefined && cpuEnd !== undefined ? Math.max(0, cpuEnd - cpuStart) : undefined;
+  const serverProbe = probeDelta(await probeStart, await probeEnd);
   const error = client?.error ?? (client ? undefined : `stream-client exited with ${exitCode} and no result`);
-  return { client, serverCpuSeconds, serverRss, exitCode, ...(error ? { error } : {}) };
+  return {
+    client,
+    serverCpuSeconds,
+    serverRss,
+    ...(serverProbe ? { serverProbe } : {}),
+    exitCode,
+    ...(error ? { error } : {}),
+  };
 }

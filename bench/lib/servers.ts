@@ -9,6 +9,7 @@ import { join } from 'node:path';
 import { type ConfigInput, mergeConfigInput } from '../../src/config/config';
 import { createLocalKeyFile } from '../../src/kek/local';
 import { BENCH_LIB_DIR, stopChild, trackChild, trackTempDir, WATCH_PARENT, waitForSocket } from './proc';
+import { ALLOC_PROBE, ServerProbe } from './server-probe';
 
 /** `<build>/src/cli.js`, next to `<build>/bench/lib`. */
 export const CLI_PATH = join(BENCH_LIB_DIR, '..', '..', 'src', 'cli.js');
@@ -23,6 +24,8 @@ export interface SpawnedServer {
   readonly target: string;
   /** The effective config file contents (sealbox only). */
   readonly config?: Record<string, unknown>;
+  /** Allocation and GC counters inside the server, when started with `probe: true`. */
+  readonly probe?: ServerProbe;
   /** Stops the server (SIGTERM, SIGKILL after 5 s) and removes its temp dir. */
   stop(): Promise<void>;
 }
@@ -33,10 +36,32 @@ export interface SpawnedServer {
  * altogether (e.g. an Azure alias on the dev vault, lib/vault.ts). Resolves once the socket accepts
  * connections.
  */
+export interface SpawnOptions {
+  /** Load lib/alloc-probe.js into the server (fresh Buffer bytes, GC counts; see server-probe.ts). */
+  readonly probe?: boolean;
+  /** Extra node arguments before the script (e.g. V8 heap flags to measure). */
+  readonly nodeArgs?: readonly string[];
+  /** Added to the server's environment (e.g. the protobuf echo's response shape). */
+  readonly env?: Readonly<Record<string, string>>;
+}
+
+/** Node arguments and env for `options`; the probe file lives in the server's temp dir. */
+function nodeArgsFor(
+  dir: string,
+  options: SpawnOptions,
+): { args: string[]; env: NodeJS.ProcessEnv; file?: string } {
+  const args = [...serverNodeArgs(), ...(options.nodeArgs ?? [])];
+  const env = { ...process.env, ...options.env };
+  if (!options.probe) return { args, env };
+  const file = join(dir, 'probe.json');
+  args.push('--require', ALLOC_PROBE);
+  return { args, env: { ...env, SEALBOX_BENCH_PROBE_FILE: file }, file };
+}
+
 export async function spawnSealbox(
   overrides: ConfigInput = {},
   label = 'sealbox',
-  options: { keys?: ConfigInput['keys'] } = {},
+  options: { keys?: ConfigInput['keys'] } & SpawnOptions = {},
 ): Promise<SpawnedServer> {
   const dir = mkdtempSync(join(tmpdir(), 'sealbox-bench-'));
   const removeDir = trackTempDir(dir);
@@ -59,12 +84,13 @@ export async function spawnSealbox(
   );
   const configFile = join(dir, 'config.json');
   writeFileSync(configFile, `${JSON.stringify(config, null, 2)}\n`, { mode: 0o600 });
+  const node = nodeArgsFor(dir, options);
   const child = spawn(
     process.execPath,
-    [...serverNodeArgs(), '--require', WATCH_PARENT, CLI_PATH, 'serve', '--config', configFile],
-    { stdio: ['ignore', serverStdout(label), 'pipe'] },
+    [...node.args, '--require', WATCH_PARENT, CLI_PATH, 'serve', '--config', configFile],
+    { stdio: ['ignore', serverStdout(label), 'pipe'], env: node.env },
   );
-  return started(child, socketPath, label, removeDir, config);
+  return started(child, socketPath, label, removeDir, config, node.file);
 }
 
 /**
@@ -85,19 +111,17 @@ function serverStdout(label: string): 'ignore' | number {
   return dir ? openSync(join(dir, `${label}-${Date.now()}.log`), 'w') : 'ignore';
 }
 
-/**
- * Starts the echo server (bench/echo-server.ts) on a Unix socket in a temp dir; `env` is added to its
- * environment (e.g. the protobuf echo's response shape).
- */
-export async function spawnEcho(label = 'echo', env: Record<string, string> = {}): Promise<SpawnedServer> {
+/** Starts the echo server (bench/echo-server.ts) on a Unix socket in a temp dir. */
+export async function spawnEcho(label = 'echo', options: SpawnOptions = {}): Promise<SpawnedServer> {
   const dir = mkdtempSync(join(tmpdir(), 'sealbox-bench-echo-'));
   const removeDir = trackTempDir(dir);
   const socketPath = join(dir, 'echo.sock');
-  const child = spawn(process.execPath, [...serverNodeArgs(), ECHO_SERVER_PATH, socketPath], {
+  const node = nodeArgsFor(dir, options);
+  const child = spawn(process.execPath, [...node.args, ECHO_SERVER_PATH, socketPath], {
     stdio: ['ignore', serverStdout(label), 'pipe'],
-    env: { ...process.env, ...env },
+    env: node.env,
   });
-  return started(child, socketPath, label, removeDir);
+  return started(child, socketPath, label, removeDir, undefined, node.file);
 }
 
 async function started(
@@ -106,6 +130,7 @@ async function started(
   label: string,
   removeDir: () => void,
   config?: Record<string, unknown>,
+  probeFile?: string,
 ): Promise<SpawnedServer> {
   trackChild(child);
   child.stderr?.on('data', (chunk: Buffer) => {
@@ -123,5 +148,11 @@ async function started(
     await stop();
     throw err;
   }
-  return { pid: child.pid!, target: `unix:${socketPath}`, ...(config ? { config } : {}), stop };
+  return {
+    pid: child.pid!,
+    target: `unix:${socketPath}`,
+    ...(config ? { config } : {}),
+    ...(probeFile ? { probe: new ServerProbe(child.pid!, probeFile) } : {}),
+    stop,
+  };
 }

@@ -32,6 +32,9 @@ export function gcmSealInto(
   let at = offset;
   for (let i = 0; i < plaintext.length; i += FEED_BYTES) {
     const piece = cipher.update(plaintext.subarray(i, Math.min(i + FEED_BYTES, plaintext.length)));
+    // Copy of payload bytes: Node 20's update always returns a new buffer (it has no form that writes
+    // into a given one), and the transport needs the segment's records contiguous in one response, so
+    // each piece is copied into `out` (often a reused buffer, src/util/recycler.ts). The pieces die young.
     out.set(piece, at);
     at += piece.length;
   }
@@ -76,6 +79,7 @@ export function gcmOpenInto(
   let at = offset;
   for (let i = 0; i < bodyLength; i += FEED_BYTES) {
     const piece = decipher.update(sealed.subarray(i, Math.min(i + FEED_BYTES, bodyLength)));
+    // Copy of payload bytes: as in gcmSealInto, update's output is always a new buffer.
     out.set(piece, at);
     at += piece.length;
   }

@@ -52,7 +52,14 @@ export interface ChunkBatch {
    * framing there and send the output without copying it again.
    */
   readonly headroom?: number;
+  /**
+   * Where the output goes: called once with the output's size, returns a buffer of exactly that size
+   * (e.g. a reused one). Default: a new buffer. Inline only — a function cannot cross to a worker.
+   */
+  readonly allocate?: (bytes: number) => Buffer;
 }
+
+const allocateNew = (bytes: number): Buffer => Buffer.allocUnsafeSlow(bytes);
 
 /**
  * Number of chunks in a batch of `dataLength` bytes whose full chunks take `recordSize` bytes.
@@ -74,7 +81,7 @@ export function sealChunks(batch: ChunkBatch): Buffer {
   const count = countChunks(data.length, chunkSize, final);
   if (batch.firstIndex + count > MAX_CHUNKS) throw new RangeError('message exceeds 2^32 chunks');
   const headroom = batch.headroom ?? 0;
-  const out = Buffer.allocUnsafeSlow(headroom + data.length + count * CHUNK_OVERHEAD);
+  const out = (batch.allocate ?? allocateNew)(headroom + data.length + count * CHUNK_OVERHEAD);
   let read = 0;
   let written = headroom;
   for (let i = 0; i < count; i++) {
@@ -121,7 +128,7 @@ export function openChunks(batch: ChunkBatch): OpenResult {
   const count = countChunks(data.length, recordSize, final);
   if (batch.firstIndex + count > MAX_CHUNKS) throw new RangeError('message exceeds 2^32 chunks');
   const headroom = batch.headroom ?? 0;
-  const out = Buffer.allocUnsafeSlow(headroom + Math.max(0, data.length - count * CHUNK_OVERHEAD));
+  const out = (batch.allocate ?? allocateNew)(headroom + Math.max(0, data.length - count * CHUNK_OVERHEAD));
   let read = 0;
   let written = headroom;
   for (let i = 0; i < count; i++) {

@@ -22,10 +22,15 @@ export interface Segment {
   readonly data: Buffer;
 }
 
-/** Collects buffers and hands out prefixes as fresh, transferable buffers. */
+/** Collects buffers and hands out prefixes as views or as fresh, transferable buffers. */
 class ByteQueue {
   private pieces: Buffer[] = [];
   length = 0;
+
+  /** Bytes in the first pushed buffer still queued (the most a view can cover). */
+  get headLength(): number {
+    return this.pieces[0]?.length ?? 0;
+  }
 
   push(data: Buffer): void {
     if (data.length === 0) return;
@@ -36,6 +41,10 @@ class ByteQueue {
   /**
    * Removes the first `n` bytes: a view when `owned` is false and they lie in one pushed buffer,
    * otherwise a new buffer that owns its memory.
+   *
+   * Copy of payload bytes: only when `owned` (the segment is transferred to a worker, which needs an
+   * ArrayBuffer of its own) or when the bytes straddle two pushed buffers (the framers below keep that
+   * to one chunk per pushed buffer when they may use views).
    */
   take(n: number, owned = true): Buffer {
     const head = this.pieces[0];
@@ -88,6 +97,24 @@ class ByteQueue {
 }
 
 /**
+ * How many of the next `count` units (chunks or records, `unit` bytes each) to put in one segment.
+ * When the segment may be a view (`mustOwn` says no), it stops at the end of the first pushed buffer,
+ * so only a unit that straddles two pushed buffers is ever copied: with 1 MiB messages and 64 KiB
+ * chunks, no plaintext byte is copied at all (the held-back chunk is a view too), and at most one
+ * record per message on the decrypting side, where records do not line up with messages. A segment
+ * that must be owned is copied whole anyway, so it takes all `count` units.
+ */
+function viewableChunks(
+  queue: ByteQueue,
+  unit: number,
+  count: number,
+  mustOwn: (bytes: number) => boolean,
+): number {
+  if (mustOwn(count * unit)) return count;
+  return Math.min(count, Math.max(1, Math.floor(queue.headLength / unit)));
+}
+
+/**
  * Splits plaintext into chunk-aligned segments of at most `maxChunksPerSegment` chunks each.
  * Invariant: after `push`, fewer than chunkSize + 1 bytes stay buffered, so memory per stream is
  * bounded by one chunk plus what the caller has not yet consumed.
@@ -117,7 +144,12 @@ export class PlaintextFramer {
     // Hold back at least one byte: it may start the final chunk.
     while (this.queue.length > this.chunkSize) {
       const whole = Math.floor((this.queue.length - 1) / this.chunkSize);
-      const count = Math.min(whole, this.maxChunksPerSegment);
+      const count = viewableChunks(
+        this.queue,
+        this.chunkSize,
+        Math.min(whole, this.maxChunksPerSegment),
+        this.mustOwn,
+      );
       segments.push(this.segment(count * this.chunkSize, count, false));
     }
     return segments;
@@ -182,7 +214,12 @@ export class CiphertextReader {
     const segments: Segment[] = [];
     while (this.queue.length > this.recordSize) {
       const whole = Math.floor((this.queue.length - 1) / this.recordSize);
-      const count = Math.min(whole, this.maxChunksPerSegment);
+      const count = viewableChunks(
+        this.queue,
+        this.recordSize,
+        Math.min(whole, this.maxChunksPerSegment),
+        this.mustOwn,
+      );
       segments.push(this.segment(count * this.recordSize, count, false));
     }
     return header ? { header, segments } : { segments };

@@ -245,6 +245,15 @@ export class EnvelopeService {
   }
 }
 
+/** `{ allocate }` when the pool runs the segment inline (a function cannot be sent to a worker). */
+function inlineOnly(
+  pool: ChunkPool,
+  segment: Segment,
+  allocate: ((bytes: number) => Buffer) | undefined,
+): { allocate?: (bytes: number) => Buffer } {
+  return allocate && pool.runsInline(segment.data.length) ? { allocate } : {};
+}
+
 /** One message being encrypted. Call `dispose` when done to zero its keys. */
 export class EncryptSession {
   constructor(
@@ -274,9 +283,14 @@ export class EncryptSession {
 
   /**
    * Seals a segment into chunk records, after `headroom` reserved bytes. The segment's buffer is
-   * consumed.
+   * consumed. `allocate` provides the output buffer when the segment is sealed inline.
    */
-  seal(segment: Segment, signal?: Cancellation, headroom = 0): Promise<Buffer> {
+  seal(
+    segment: Segment,
+    signal?: Cancellation,
+    headroom = 0,
+    allocate?: (bytes: number) => Buffer,
+  ): Promise<Buffer> {
     try {
       this.checkKey();
     } catch (err) {
@@ -288,6 +302,7 @@ export class EncryptSession {
         messageId: this.messageId,
         chunkSize: this.framer.chunkSize,
         headroom,
+        ...inlineOnly(this.pool, segment, allocate),
         ...segment,
       },
       // Only a worker task takes the signal; an inline one runs to completion at once.
@@ -353,7 +368,12 @@ export class DecryptSession {
    * Opens a segment (plaintext after `headroom` reserved bytes); rejects with CIPHERTEXT_CORRUPT or
    * CIPHERTEXT_TRUNCATED naming the chunk that failed.
    */
-  async open(segment: Segment, signal?: Cancellation, headroom = 0): Promise<Buffer> {
+  async open(
+    segment: Segment,
+    signal?: Cancellation,
+    headroom = 0,
+    allocate?: (bytes: number) => Buffer,
+  ): Promise<Buffer> {
     const header = this.header;
     const keys = this.keys;
     if (!header || !keys) throw new Error('open before the header was verified');
@@ -364,6 +384,7 @@ export class DecryptSession {
         messageId: header.messageId,
         chunkSize: header.chunkSize,
         headroom,
+        ...inlineOnly(this.pool, segment, allocate),
         ...segment,
       },
       this.pool.runsInline(segment.data.length) ? undefined : signalOf(signal),

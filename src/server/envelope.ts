@@ -26,6 +26,7 @@ import type { AuditCaller } from '../kek/audit';
 import type { Logger } from '../log/logger';
 import { LazySignal } from '../util/abort';
 import type { ByteBudget } from '../util/budget';
+import { BufferRecycler } from '../util/recycler';
 import type { AccessControl, Admitted } from './access';
 import { batchHandlers } from './batch';
 import { rpcCaller } from './callers';
@@ -36,8 +37,13 @@ import { RESPONSE_HEADROOM } from './wire';
 /** How long a finished unary call's budget waits for grpc-js to report the call's end at most. */
 const UNARY_RELEASE_FALLBACK_MS = 30_000;
 
-/** Marks pool output as carrying RESPONSE_HEADROOM reserved bytes. */
-const framed = (output: Promise<Buffer>): Promise<Framed> => output.then((buffer) => new Framed(buffer));
+/**
+ * Output buffers of stream segments are reused once written (src/util/recycler.ts). At most 16 free
+ * buffers / 32 MiB are kept: a few default 1 MiB segments per busy stream; beyond that they are
+ * freed as before.
+ */
+const OUTPUT_RECYCLER_BUFFERS = 16;
+const OUTPUT_RECYCLER_BYTES = 32 * 1024 * 1024;
 
 /** The wire form of a rewrap result. */
 const rewrapResponse = (result: RewrapResult): RewrapResponse => ({
@@ -76,6 +82,12 @@ export interface EnvelopeDeps {
 /** Handlers for the listener `peer` (the socket or TCP): access control attributes calls to it. */
 export function envelopeHandlers(deps: EnvelopeDeps, peer: PeerKind): EnvelopeHandlers {
   const { service, budget, limits, access, log, unaryQueueBytes } = deps;
+  const outputs = new BufferRecycler(OUTPUT_RECYCLER_BUFFERS, OUTPUT_RECYCLER_BYTES);
+  const allocate = (bytes: number): Buffer => outputs.take(bytes);
+  const recycle = (buffer: Buffer): void => outputs.give(buffer);
+  /** Marks pool output as carrying RESPONSE_HEADROOM reserved bytes, to be recycled once written. */
+  const framed = (output: Promise<Buffer>): Promise<Framed> =>
+    output.then((buffer) => new Framed(buffer, recycle));
 
   /**
    * Admits a streaming call (identity, rate, stream limits); on refusal ends it with the status and
@@ -263,13 +275,13 @@ export function envelopeHandlers(deps: EnvelopeDeps, peer: PeerKind): EnvelopeHa
           }
           for (const segment of session.push(message.data!)) {
             await stream.submit(segment.data.length, () =>
-              framed(session.seal(segment, stream.signal, RESPONSE_HEADROOM)),
+              framed(session.seal(segment, stream.signal, RESPONSE_HEADROOM, allocate)),
             );
           }
         }
         const last = session.finish();
         await stream.submit(last.data.length, () =>
-          framed(session.seal(last, stream.signal, RESPONSE_HEADROOM)),
+          framed(session.seal(last, stream.signal, RESPONSE_HEADROOM, allocate)),
         );
         await stream.complete();
       })().catch((err) => stream.fail(err));
@@ -320,7 +332,7 @@ export function envelopeHandlers(deps: EnvelopeDeps, peer: PeerKind): EnvelopeHa
           if (info) await stream.send({ metadata: { keyId: info.keyId, context: info.context } });
           for (const segment of segments) {
             await stream.submit(segment.data.length, () =>
-              framed(active.open(segment, stream.signal, RESPONSE_HEADROOM)),
+              framed(active.open(segment, stream.signal, RESPONSE_HEADROOM, allocate)),
             );
           }
         }
@@ -329,7 +341,7 @@ export function envelopeHandlers(deps: EnvelopeDeps, peer: PeerKind): EnvelopeHa
         const active = session;
         const last = active.finish();
         await stream.submit(last.data.length, () =>
-          framed(active.open(last, stream.signal, RESPONSE_HEADROOM)),
+          framed(active.open(last, stream.signal, RESPONSE_HEADROOM, allocate)),
         );
         await stream.complete();
       })().catch((err) => stream.fail(err));

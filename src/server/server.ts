@@ -12,6 +12,7 @@ import type { Config, PeerKind } from '../config/config';
 import type { Logger } from '../log/logger';
 import { type AdminDeps, adminHandlers } from './admin';
 import { type EnvelopeDeps, envelopeHandlers } from './envelope';
+import { installFrameInPlace } from './grpc-frame';
 import { setInitialWindow, widenConnectionWindows } from './http2-window';
 import { addReflection } from './reflection';
 import { bind, bindUnixSocket } from './socket';
@@ -64,6 +65,12 @@ export async function startServer(
   admin?: AdminDeps,
 ): Promise<RunningServer> {
   const window = config.stream.http2WindowBytes;
+  if (!installFrameInPlace()) {
+    log.warn(
+      'this grpc-js version frames responses differently from the one sealbox was built with; stream ' +
+        'responses are copied once more (see src/server/grpc-frame.ts)',
+    );
+  }
   const envelope = acceptPreEncoded(loadApi().sealbox.sealbox.v1.Envelope.service, [
     'EncryptStream',
     'DecryptStream',

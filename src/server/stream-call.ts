@@ -18,7 +18,11 @@ import { encodeDataResponse, RESPONSE_HEADROOM } from './wire';
 
 /** Work output whose first RESPONSE_HEADROOM bytes are reserved for the response's framing. */
 export class Framed {
-  constructor(readonly buffer: Buffer) {}
+  constructor(
+    readonly buffer: Buffer,
+    /** Called once the buffer was written out as one response and nothing reads it any more. */
+    readonly written?: (buffer: Buffer) => void,
+  ) {}
 }
 
 export interface StreamLimits {
@@ -224,8 +228,13 @@ export class StreamCall<Req, Res extends DataResponse> {
     if (value instanceof Framed) {
       const payload = value.buffer.length - RESPONSE_HEADROOM;
       if (payload === 0) return;
-      if (payload <= this.limits.writeMessageBytes)
-        return this.writeOne(encodeDataResponse(value.buffer) as unknown as Res);
+      if (payload <= this.limits.writeMessageBytes) {
+        const { buffer, written } = value;
+        return this.writeOne(
+          encodeDataResponse(buffer) as unknown as Res,
+          written && ((err) => err || written(buffer)),
+        );
+      }
       return this.write(value.buffer.subarray(RESPONSE_HEADROOM));
     }
     if (!Buffer.isBuffer(value)) return this.writeOne(value);
@@ -235,9 +244,17 @@ export class StreamCall<Req, Res extends DataResponse> {
     }
   }
 
-  private async writeOne(message: Res): Promise<void> {
+  /**
+   * `done` runs when grpc-js has finished with the message: its write callback, which grpc-js calls
+   * from the HTTP/2 stream's write callback (server-interceptors.js sendMessage), and Node calls that
+   * once the bytes were written to the socket (node_http2.cc: ClearOutgoing after the session's
+   * write completed) — so the message's memory may be reused then. Not called if the write never
+   * happens (a cancelled call): that buffer is left to the GC.
+   */
+  private async writeOne(message: Res, done?: (err: Error | null | undefined) => void): Promise<void> {
     if (this.ended) return;
-    if (!this.call.write(message)) await once(this.call, 'drain', { signal: this.signal });
+    const more = done ? this.call.write(message, done) : this.call.write(message);
+    if (!more) await once(this.call, 'drain', { signal: this.signal });
     // refresh() would re-arm a cleared timer, so only while the call lives.
     if (!this.ended) this.idleTimer?.refresh();
   }

@@ -744,3 +744,92 @@ describe('checkExpectedContext', () => {
     );
   });
 });
+
+describe('views instead of copies (segments that need not own their memory)', () => {
+  /** Pushes each length as a buffer of its own; returns the segments and the input. */
+  function frame(chunkSize: number, maxChunks: number, pushes: readonly number[]) {
+    const framer = new PlaintextFramer(chunkSize, maxChunks, () => false);
+    const inputs = pushes.map((n) => randomBytes(n));
+    const segments = inputs.flatMap((b) => framer.push(b));
+    segments.push(framer.finish());
+    return { segments, inputs };
+  }
+  const isView = (data: Buffer, inputs: readonly Buffer[]) => inputs.some((b) => b.buffer === data.buffer);
+
+  test('chunk-aligned pushes: no byte is copied, the held-back chunk included', () => {
+    const { segments, inputs } = frame(64, 16, [1024, 1024, 1024, 1024]);
+    for (const s of segments) assert.ok(isView(s.data, inputs), `segment at ${s.firstIndex} is a view`);
+    assert.ok(Buffer.concat(segments.map((s) => s.data)).equals(Buffer.concat(inputs)));
+    // 15 chunks, then per further push the held-back chunk alone and 15 more, then the final one.
+    assert.deepEqual(segments.map(describeSegment), [
+      '0:960',
+      '15:64',
+      '16:960',
+      '31:64',
+      '32:960',
+      '47:64',
+      '48:960',
+      '63:64!',
+    ]);
+  });
+
+  test('any pushes: only a chunk straddling two pushed buffers is copied (property)', () => {
+    fc.assert(
+      fc.property(
+        fc.integer({ min: 1, max: 64 }),
+        fc.integer({ min: 1, max: 8 }),
+        fc.array(fc.integer({ min: 0, max: 300 }), { maxLength: 30 }),
+        (chunkSize, maxChunks, pushes) => {
+          const { segments, inputs } = frame(chunkSize, maxChunks, pushes);
+          for (const s of segments) {
+            if (!isView(s.data, inputs))
+              assert.ok(s.data.length <= chunkSize, 'a copy holds one chunk at most');
+          }
+          assert.ok(Buffer.concat(segments.map((s) => s.data)).equals(Buffer.concat(inputs)));
+        },
+      ),
+      { numRuns: 300 },
+    );
+  });
+
+  test('CiphertextReader: any split reassembles and opens; copies hold one record at most (property)', () => {
+    fc.assert(
+      fc.property(
+        fc.integer({ min: 0, max: 40_000 }),
+        fc.array(fc.nat(60_000), { maxLength: 20 }),
+        fc.integer({ min: 1, max: 6 }),
+        (length, cuts, perSegment) => {
+          const message = sealed(length, 4096);
+          const bounds = [...new Set([0, ...cuts.filter((c) => c < message.ciphertext.length)])].sort(
+            (a, b) => a - b,
+          );
+          const inputs = bounds.map((from, i) =>
+            Buffer.from(message.ciphertext.subarray(from, bounds[i + 1] ?? message.ciphertext.length)),
+          );
+          const reader = new CiphertextReader(
+            () => perSegment,
+            () => false,
+          );
+          const segments = inputs.flatMap((b) => reader.push(b).segments);
+          segments.push(reader.finish());
+          for (const s of segments) {
+            if (!isView(s.data, inputs)) assert.ok(s.data.length <= 4096 + CHUNK_OVERHEAD);
+          }
+          const keys = deriveMessageKeys(message.dek, reader.header!.messageId);
+          const plain = segments.map((s) => {
+            const opened = openChunks({
+              key: keys.encryptionKey,
+              messageId: reader.header!.messageId,
+              chunkSize: 4096,
+              ...s,
+            });
+            assert.ok(opened.ok);
+            return opened.plaintext;
+          });
+          assert.ok(Buffer.concat(plain).equals(message.plaintext));
+        },
+      ),
+      { numRuns: 60 },
+    );
+  });
+});
