@@ -184,6 +184,7 @@ export async function startSealbox(
   }
   const pool = new ChunkPool({
     ...config.pool,
+    taskBytes: config.envelope.batchBytes,
     onWorkerError: (err) => log.error({ err }, 'worker thread failed'),
   });
   const service = new EnvelopeService(
