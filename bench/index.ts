@@ -22,7 +22,17 @@ import { runMain, trackChild, trackTempDir } from './lib/proc';
 import { PROFILE_OPTIONS, type Profile, pickProfile } from './lib/profile';
 import { environment, fixed, progress, type Ratio, table, timestamp, writeResults } from './lib/report';
 
-const BENCHMARKS = ['throughput', 'unary', 'cache', 'storm', 'esdk', 'fleet', 'rss-1gib', 'soak'] as const;
+const BENCHMARKS = [
+  'throughput',
+  'unary',
+  'cache',
+  'storm',
+  'esdk',
+  'fleet',
+  'rss-1gib',
+  'soak',
+  'pool',
+] as const;
 type Benchmark = (typeof BENCHMARKS)[number];
 
 function argsFor(bench: Benchmark, profile: Profile): string[] {
