@@ -25,8 +25,6 @@ import {
 
 /** Default upper bound of the bytes one task carries (envelope.batchBytes in the server). */
 const DEFAULT_TASK_BYTES = 1024 * 1024;
-/** Returned input buffers kept per worker thread for reuse. */
-const SPARES_PER_THREAD = 4;
 
 export interface PoolOptions {
   /**
@@ -79,6 +77,7 @@ export class ChunkPool {
   private running = 0;
   /** Input buffers that came back from workers, ready to carry the next job's bytes. */
   private readonly spares: ArrayBuffer[] = [];
+  private spareBytes = 0;
   /** One shared cancellation flag per call signal (see run()). */
   private readonly flags = new WeakMap<AbortSignal, Int32Array>();
   private closed = false;
@@ -301,15 +300,22 @@ export class ChunkPool {
       const candidate = this.spares[i]!;
       if (candidate.byteLength >= bytes && candidate.byteLength <= 2 * bytes) {
         this.spares.splice(i, 1);
+        this.spareBytes -= candidate.byteLength;
         return candidate;
       }
     }
-    return new ArrayBuffer(bytes);
+    // Not zero-filled (new ArrayBuffer would be): every byte used is overwritten at once.
+    return Buffer.allocUnsafeSlow(bytes).buffer as ArrayBuffer;
   }
 
-  /** Keeps a returned input buffer for reuse, up to a few per worker; the rest are left to the GC. */
+  /**
+   * Keeps a returned input buffer for reuse while the spares total at most two tasks' worth per
+   * worker (what can be in flight, and as much again); the rest are left to the GC.
+   */
   private recycle(buffer: ArrayBuffer): void {
-    if (this.spares.length < this.threads * SPARES_PER_THREAD) this.spares.push(buffer);
+    if (this.spareBytes + buffer.byteLength > 2 * this.threads * this.taskBytes) return;
+    this.spares.push(buffer);
+    this.spareBytes += buffer.byteLength;
   }
 
   private flagFor(signal: AbortSignal): Int32Array {
