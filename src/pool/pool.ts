@@ -9,6 +9,7 @@
  * never structured-cloned (a view is copied once into a buffer a worker gave back, a buffer that owns
  * its memory is moved); the task is a flat array, not an object graph.
  */
+import { readFileSync } from 'node:fs';
 import { availableParallelism } from 'node:os';
 import { join } from 'node:path';
 import { Piscina } from 'piscina';
@@ -334,10 +335,59 @@ function cancelled(): SealboxError {
   return new SealboxError(ErrorCode.CANCELLED, 'call cancelled; its pending chunks were dropped');
 }
 
-/** The mode "auto" stands for on this machine. */
-export function resolvePoolMode(mode: PoolOptions['mode']): 'workers' | 'inline' {
+/**
+ * The mode "auto" stands for on this machine: inline up to AUTO_INLINE_MAX_CORES cores, workers above
+ * (bench/README.md "Worker pool vs inline" has the measurements behind the threshold).
+ */
+export function resolvePoolMode(
+  mode: PoolOptions['mode'],
+  cores: number = effectiveCores(),
+): 'workers' | 'inline' {
   if (mode !== 'auto') return mode;
-  return availableParallelism() > 2 ? 'workers' : 'inline';
+  return cores > AUTO_INLINE_MAX_CORES ? 'workers' : 'inline';
+}
+
+/** "auto" runs AES inline on machines with at most this many cores. */
+export const AUTO_INLINE_MAX_CORES = 2;
+
+/**
+ * Cores this process can use: the CPUs it may run on (os.availableParallelism(), which honours
+ * taskset and cpusets), lowered to its cgroup CPU quota rounded up when one is set — a Kubernetes CPU
+ * limit is enforced as a CFS quota (https://kubernetes.io/docs/concepts/configuration/manage-resources-containers/#how-pods-with-resource-limits-are-run),
+ * read from cgroup v2 `cpu.max` ("$MAX $PERIOD" or "max $PERIOD",
+ * https://docs.kernel.org/admin-guide/cgroup-v2.html#cpu-interface-files) or v1
+ * `cpu.cfs_quota_us` / `cpu.cfs_period_us`. Node 20's availableParallelism ignores quotas, so a pod
+ * limited to 1 CPU on a 16-core node would otherwise count 16. Only the container's own cgroup root
+ * is read (a container sees its own limits there); no quota found means none.
+ */
+export function effectiveCores(
+  read: (path: string) => string = (path) => readFileSync(path, 'utf8'),
+): number {
+  const cpus = availableParallelism();
+  const quota = cgroupQuota(read);
+  return quota === undefined ? cpus : Math.max(1, Math.min(cpus, Math.ceil(quota)));
+}
+
+/** The cgroup CPU quota in CPUs, or undefined when there is none (or it cannot be read). */
+function cgroupQuota(read: (path: string) => string): number | undefined {
+  const attempt = (f: () => number | undefined) => {
+    try {
+      return f();
+    } catch {
+      return undefined;
+    }
+  };
+  const v2 = attempt(() => {
+    const [max, period] = read('/sys/fs/cgroup/cpu.max').trim().split(/\s+/);
+    return max === 'max' || !max || !period ? undefined : Number(max) / Number(period);
+  });
+  if (v2 !== undefined) return Number.isFinite(v2) && v2 > 0 ? v2 : undefined;
+  const v1 = attempt(() => {
+    const quota = Number(read('/sys/fs/cgroup/cpu/cpu.cfs_quota_us').trim());
+    const period = Number(read('/sys/fs/cgroup/cpu/cpu.cfs_period_us').trim());
+    return quota > 0 && period > 0 ? quota / period : undefined;
+  });
+  return v1 !== undefined && Number.isFinite(v1) && v1 > 0 ? v1 : undefined;
 }
 
 function asBuffer(value: unknown): Buffer {

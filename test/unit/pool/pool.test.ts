@@ -6,11 +6,12 @@
  */
 import assert from 'node:assert/strict';
 import { randomBytes } from 'node:crypto';
+import { availableParallelism } from 'node:os';
 import { after, describe, test } from 'node:test';
 import { Piscina } from 'piscina';
 import { type ChunkBatch, openChunks, sealChunks } from '../../../src/crypto/chunk';
 import { ErrorCode, SealboxError } from '../../../src/errors';
-import { ChunkPool } from '../../../src/pool/pool';
+import { AUTO_INLINE_MAX_CORES, ChunkPool, effectiveCores, resolvePoolMode } from '../../../src/pool/pool';
 import { run as runInWorker, SKIPPED, type TaskResult, type WorkerJob } from '../../../src/pool/worker';
 
 const KiB = 1024;
@@ -298,5 +299,60 @@ describe('worker entry point', () => {
       data: expected,
     });
     assert.ok(opened.ok && opened.plaintext.equals(plaintext));
+  });
+});
+
+describe('auto mode', () => {
+  const files = (entries: Record<string, string>) => (path: string) => {
+    const text = entries[path];
+    if (text === undefined) throw Object.assign(new Error(`ENOENT: ${path}`), { code: 'ENOENT' });
+    return text;
+  };
+  const cpus = availableParallelism();
+
+  test('effective cores: the cgroup v2 or v1 quota, rounded up, never above the CPUs we may run on', () => {
+    assert.equal(effectiveCores(files({})), cpus, 'no cgroup files: all CPUs');
+    assert.equal(effectiveCores(files({ '/sys/fs/cgroup/cpu.max': 'max 100000\n' })), cpus, 'no quota');
+    assert.equal(effectiveCores(files({ '/sys/fs/cgroup/cpu.max': '100000 100000\n' })), 1);
+    assert.equal(effectiveCores(files({ '/sys/fs/cgroup/cpu.max': '50000 100000\n' })), 1, 'half a CPU: 1');
+    assert.equal(
+      effectiveCores(files({ '/sys/fs/cgroup/cpu.max': '150000 100000\n' })),
+      Math.min(cpus, 2),
+      '1.5 CPUs: 2',
+    );
+    assert.equal(
+      effectiveCores(files({ '/sys/fs/cgroup/cpu.max': '6400000 100000\n' })),
+      cpus,
+      'quota above CPUs',
+    );
+    assert.equal(
+      effectiveCores(
+        files({
+          '/sys/fs/cgroup/cpu/cpu.cfs_quota_us': '100000\n',
+          '/sys/fs/cgroup/cpu/cpu.cfs_period_us': '100000\n',
+        }),
+      ),
+      1,
+      'cgroup v1',
+    );
+    assert.equal(
+      effectiveCores(
+        files({
+          '/sys/fs/cgroup/cpu/cpu.cfs_quota_us': '-1\n',
+          '/sys/fs/cgroup/cpu/cpu.cfs_period_us': '100000\n',
+        }),
+      ),
+      cpus,
+      'cgroup v1 without a quota',
+    );
+    assert.equal(effectiveCores(files({ '/sys/fs/cgroup/cpu.max': 'garbage' })), cpus);
+  });
+
+  test('auto is inline up to the threshold and workers above it; explicit modes are kept', () => {
+    assert.equal(resolvePoolMode('auto', 1), 'inline');
+    assert.equal(resolvePoolMode('auto', AUTO_INLINE_MAX_CORES), 'inline');
+    assert.equal(resolvePoolMode('auto', AUTO_INLINE_MAX_CORES + 1), 'workers');
+    assert.equal(resolvePoolMode('workers', 1), 'workers');
+    assert.equal(resolvePoolMode('inline', 64), 'inline');
   });
 });
