@@ -15,7 +15,7 @@
  *   node <build>/bench/pool.js [--tiny|--quick|--full] [--seconds N] [--warmup N] [--probe-rate R]
  */
 import { type ChildProcess, execFileSync, spawn } from 'node:child_process';
-import { mkdtempSync, writeFileSync } from 'node:fs';
+import { mkdtempSync, readFileSync, writeFileSync } from 'node:fs';
 import { availableParallelism, tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { parseArgs } from 'node:util';
@@ -147,6 +147,20 @@ function pin(pid: number, cpus: string): void {
   }
 }
 
+/** User + system CPU seconds of a process's main thread (its tid is its pid), or undefined. */
+function mainThreadCpu(pid: number): number | undefined {
+  try {
+    const stat = readFileSync(`/proc/${pid}/task/${pid}/stat`, 'utf8');
+    const fields = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
+    return (Number(fields[11]) + Number(fields[12])) / CLOCK_TICKS;
+  } catch {
+    return undefined;
+  }
+}
+
+/** USER_HZ: 100 on every Linux this runs on (proc.ts asks getconf; the ratio is what matters here). */
+const CLOCK_TICKS = 100;
+
 // ---------------------------------------------------------------------------------------------------
 // The server: sealbox with the loop-delay probe, pinned with taskset
 
@@ -224,6 +238,11 @@ interface CaseResult extends Case {
   readonly pinned: string | undefined;
   readonly bytesPerSecond: number | undefined;
   readonly serverCpuSecondsPerGB: number | undefined;
+  /**
+   * CPU of the server's main thread alone per GB: the event loop's own share, what other callers
+   * compete with (inline: AES included; workers: not). Less distorted by a busy machine than MB/s.
+   */
+  readonly mainThreadCpuSecondsPerGB: number | undefined;
   /** Event-loop delay of the server's main thread within the stream client's window. */
   readonly loopDelay: LoopDelay | undefined;
   /** The unary 1 KiB Encrypt probe sent during the case. */
@@ -243,6 +262,8 @@ async function runCase(
   try {
     let atStart: Promise<LoopDelay | undefined> | undefined;
     let atEnd: Promise<LoopDelay | undefined> | undefined;
+    let mainStart: number | undefined;
+    let mainEnd: number | undefined;
     const streamRun = runStreamClient(
       {
         target: server.target,
@@ -261,8 +282,13 @@ async function runCase(
           if (pinning.clients && child.pid) pin(child.pid, pinning.clients);
           child.on('message', (m: { event?: string }) => {
             // Reading resets the histogram: the window-end reading covers exactly the window.
-            if (m.event === 'window-start') atStart = server.loopDelay();
-            else if (m.event === 'window-end') atEnd = server.loopDelay();
+            if (m.event === 'window-start') {
+              mainStart = mainThreadCpu(server.pid);
+              atStart = server.loopDelay();
+            } else if (m.event === 'window-end') {
+              mainEnd = mainThreadCpu(server.pid);
+              atEnd = server.loopDelay();
+            }
           });
         },
       },
@@ -302,6 +328,8 @@ async function runCase(
       ...c,
       pinned: pinning.server,
       bytesPerSecond: client?.bytesPerSecond,
+      mainThreadCpuSecondsPerGB:
+        mainStart !== undefined && mainEnd !== undefined && gb > 0 ? (mainEnd - mainStart) / gb : undefined,
       serverCpuSecondsPerGB:
         stream.serverCpuSeconds !== undefined && gb > 0 ? stream.serverCpuSeconds / gb : undefined,
       loopDelay,
@@ -362,7 +390,7 @@ async function main(): Promise<number> {
     const r = await runCase(c, opts, pinning);
     results.push(r);
     progress(
-      `  ${mbps(r.bytesPerSecond)} MB/s, ${fixed(r.serverCpuSecondsPerGB)} s/GB, loop delay p99 ${fixed(r.loopDelay?.p99Ms)} ms, ` +
+      `  ${mbps(r.bytesPerSecond)} MB/s, ${fixed(r.serverCpuSecondsPerGB)} s/GB (main thread ${fixed(r.mainThreadCpuSecondsPerGB)}), loop delay p99 ${fixed(r.loopDelay?.p99Ms)} ms, ` +
         `probe p99 ${fixed(r.probe.p99Ms)} ms${r.error ? `; error: ${r.error}` : ''}`,
     );
   }
@@ -381,6 +409,10 @@ async function main(): Promise<number> {
     ratios.push({
       name: `inline ÷ workers server s/GB: ${what}`,
       value: ratioOf(i?.serverCpuSecondsPerGB, w.serverCpuSecondsPerGB),
+    });
+    ratios.push({
+      name: `inline ÷ workers main-thread s/GB: ${what}`,
+      value: ratioOf(i?.mainThreadCpuSecondsPerGB, w.mainThreadCpuSecondsPerGB),
     });
     ratios.push({
       name: `inline ÷ workers loop-delay p99: ${what}`,
@@ -407,6 +439,7 @@ async function main(): Promise<number> {
       'case',
       'MB/s',
       'server s/GB',
+      'main thread s/GB',
       'loop delay p50 / p99 / max ms',
       'probe p50 / p99 / max ms',
       'probe calls',
@@ -416,6 +449,7 @@ async function main(): Promise<number> {
       r.id,
       mbps(r.bytesPerSecond),
       fixed(r.serverCpuSecondsPerGB),
+      fixed(r.mainThreadCpuSecondsPerGB),
       `${fixed(r.loopDelay?.p50Ms, 1)} / ${fixed(r.loopDelay?.p99Ms, 1)} / ${fixed(r.loopDelay?.maxMs, 1)}`,
       `${fixed(r.probe.p50Ms, 1)} / ${fixed(r.probe.p99Ms, 1)} / ${fixed(r.probe.maxMs, 1)}`,
       r.probe.calls,
