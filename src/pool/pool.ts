@@ -189,6 +189,7 @@ export class ChunkPool {
         ),
       );
     }
+    if (signal) this.flagFor(signal);
     return new Promise<JobResult>((resolve, reject) => {
       this.waiting.push({ op, batch, signal, resolve, reject });
       this.pump();
@@ -264,6 +265,15 @@ export class ChunkPool {
     );
   }
 
+  private dropWaiting(signal: AbortSignal): void {
+    for (let i = this.waiting.length - 1; i >= 0; i--) {
+      const job = this.waiting[i]!;
+      if (job.signal !== signal) continue;
+      this.waiting.splice(i, 1);
+      job.reject(cancelled());
+    }
+  }
+
   private settle(job: Job, result: JobResult | undefined): void {
     this.workerJobs++;
     if (result === SKIPPED || job.signal?.aborted) job.reject(cancelled());
@@ -319,11 +329,19 @@ export class ChunkPool {
     this.spareBytes += buffer.byteLength;
   }
 
+  /**
+   * The call's shared cancellation flag, made on its first job. When the call ends, the flag is set
+   * for jobs already sent, and its jobs still waiting are dropped at once (their bytes freed).
+   */
   private flagFor(signal: AbortSignal): Int32Array {
     let flag = this.flags.get(signal);
     if (!flag) {
       const shared = new Int32Array(new SharedArrayBuffer(4));
-      signal.addEventListener('abort', () => Atomics.store(shared, 0, 1), { once: true });
+      const onAbort = () => {
+        Atomics.store(shared, 0, 1);
+        this.dropWaiting(signal);
+      };
+      signal.addEventListener('abort', onAbort, { once: true });
       this.flags.set(signal, shared);
       flag = shared;
     }
