@@ -74,6 +74,74 @@ export function run(jobs: WorkerJob[]): unknown {
   } as unknown as ArrayBuffer);
 }
 
+/** What every worker receives at start (piscina's workerData): the pool's shared slab. */
+export interface SharedWorkerData {
+  readonly slab: SharedArrayBuffer;
+}
+
+/**
+ * A job whose keys, input and output live in the shared slab, given as offsets: [op, keyOffset,
+ * keyLength, idLength, chunkSize, firstIndex, final, headroom, inputOffset, inputLength,
+ * outputOffset, outputCapacity, cancelled]. The message id follows the key.
+ */
+export type SharedJob = [
+  op: JobOp,
+  keyOffset: number,
+  keyLength: number,
+  idLength: number,
+  chunkSize: number,
+  firstIndex: number,
+  final: boolean,
+  headroom: number,
+  inputOffset: number,
+  inputLength: number,
+  outputOffset: number,
+  outputCapacity: number,
+  cancelled: Int32Array | undefined,
+];
+
+/** A shared job's outcome: the output's length (written at its outputOffset), or as JobResult. */
+export type SharedResult = number | typeof SKIPPED | OpenFailure | JobError;
+
+let sharedSlab: Uint8Array | undefined;
+
+/** Runs jobs whose bytes are in the shared slab; returns only small values, nothing transferred. */
+export function runShared(jobs: SharedJob[]): SharedResult[] {
+  sharedSlab ??= new Uint8Array((Piscina.workerData as SharedWorkerData).slab);
+  const slab = sharedSlab;
+  return jobs.map((job) => {
+    const [op, keyOffset, keyLength, idLength, chunkSize, firstIndex, final, headroom] = job;
+    const [, , , , , , , , inputOffset, inputLength, outputOffset, outputCapacity, cancelled] = job;
+    const keys = slab.subarray(keyOffset, keyOffset + keyLength + idLength);
+    try {
+      if (cancelled !== undefined && Atomics.load(cancelled, 0) === 1) return SKIPPED;
+      const batch: ChunkBatch = {
+        key: keys.subarray(0, keyLength),
+        messageId: keys.subarray(keyLength),
+        chunkSize,
+        firstIndex,
+        final,
+        headroom,
+        data: slab.subarray(inputOffset, inputOffset + inputLength),
+      };
+      let out: Buffer;
+      if (op === 0) out = sealChunks(batch);
+      else {
+        const result = openChunks(batch);
+        if (!result.ok) return { failedIndex: result.failedIndex, truncated: result.truncated };
+        out = result.plaintext;
+      }
+      if (out.length > outputCapacity) return { error: 'chunk output larger than its slot (a bug)' };
+      slab.set(out, outputOffset);
+      return out.length;
+    } catch (err) {
+      return { error: (err as Error)?.message ?? String(err) };
+    } finally {
+      keys.fill(0);
+    }
+  });
+}
+
 function runJob(job: WorkerJob): JobResult {
   const [op, keys, keyLength, chunkSize, firstIndex, final, headroom, buffer, dataLength, cancelled] = job;
   try {

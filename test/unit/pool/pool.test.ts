@@ -80,11 +80,39 @@ describe('results', () => {
 });
 
 describe('transfer', () => {
-  test('a buffer that owns its whole ArrayBuffer is moved (detached here)', async () => {
+  test('a batch that fits a slot crosses through shared memory: the caller’s buffer is kept', async () => {
     const pool = workers();
     const data = Buffer.allocUnsafeSlow(2 * CHUNK).fill(7);
-    await pool.seal(batch(data));
-    assert.equal(data.buffer.byteLength, 0, 'the ArrayBuffer was transferred');
+    const b = batch(data);
+    const expected = sealChunks(copyOf(b));
+    assert.deepEqual(await pool.seal(b), expected);
+    assert.equal(data.buffer.byteLength, 2 * CHUNK, 'not detached');
+    assert.ok(
+      data.every((x) => x === 7),
+      'not changed',
+    );
+  });
+
+  test('a batch larger than a slot is moved instead (its ArrayBuffer detached here)', async () => {
+    const pool = workers({ taskBytes: 8 * CHUNK }); // slots of 2 × 128 KiB + 256 KiB
+    const data = randomBytes(40 * CHUNK);
+    const owned = Buffer.allocUnsafeSlow(data.length);
+    owned.set(data);
+    const b = batch(owned);
+    const expected = sealChunks({ ...copyOf(b), data });
+    assert.deepEqual(await pool.seal(b), expected);
+    assert.equal(owned.buffer.byteLength, 0, 'the ArrayBuffer was transferred');
+  });
+
+  test('keys never linger in the shared slab, whatever happened to the job', async () => {
+    const pool = workers({ threads: 2 });
+    const key = randomBytes(32);
+    const good = { ...batch(randomBytes(4 * CHUNK)), key };
+    const bad = { ...batch(randomBytes(CHUNK + 1)), key }; // throws in the worker
+    const tampered = { ...batch(randomBytes(2 * RECORD)), key };
+    await Promise.allSettled([pool.seal(good), pool.seal(bad), pool.open(tampered)]);
+    const slab = Buffer.from((pool as unknown as { slab: Uint8Array }).slab.buffer);
+    assert.equal(slab.indexOf(key), -1);
   });
 
   test('a view into a larger buffer is copied, never detached, and its neighbours stay intact', async () => {
@@ -158,29 +186,32 @@ describe('batching', () => {
 });
 
 describe('buffer reuse', () => {
-  test('returned buffers are reused, and never while a job that carries one is in flight', async () => {
+  test('slots are reused, and never while their task is in flight', async () => {
     const pool = workers({ threads: 2 });
     const backing = randomBytes(64 * CHUNK);
-    // Views, so every job is copied into a carrier buffer: fresh ones first, then ones given back.
     for (let round = 0; round < 4; round++) {
       const batches = Array.from({ length: 12 }, (_, i) =>
         batch(backing.subarray((i + round) * CHUNK, (i + round + 4) * CHUNK), i * 4),
       );
       const expected = batches.map((b) => sealChunks(copyOf(b)));
-      // All in flight at once: a carrier handed out twice would mix two jobs' bytes (or throw, detached).
+      // All at once: a slot handed to two tasks would mix their bytes.
       assert.deepEqual(await Promise.all(batches.map((b) => pool.seal(b))), expected, `round ${round}`);
-      assert.ok(pool.spareBuffers > 0 && pool.spareBuffers <= 12, `spares: ${pool.spareBuffers}`);
     }
   });
 
-  test('a reused buffer longer than the data carries only the data', async () => {
-    const pool = workers({ threads: 1 });
-    await pool.seal(batch(randomBytes(8 * CHUNK).subarray(0, 6 * CHUNK)));
-    assert.equal(pool.spareBuffers, 1);
-    const shorter = batch(randomBytes(8 * CHUNK).subarray(0, 4 * CHUNK));
-    const expected = sealChunks(copyOf(shorter));
-    assert.deepEqual(await pool.seal(shorter), expected);
-    const record = randomBytes(5 * CHUNK).subarray(0, 3 * CHUNK + 10);
+  test('batches too large for a slot travel in returned buffers, reused only once back', async () => {
+    const pool = workers({ threads: 2, taskBytes: 8 * CHUNK });
+    const backing = randomBytes(80 * CHUNK);
+    for (let round = 0; round < 3; round++) {
+      // Views, so each is copied into a carrier: fresh ones first, then ones the workers gave back.
+      const batches = Array.from({ length: 4 }, (_, i) =>
+        batch(backing.subarray((i + round) * CHUNK, (i + round + 36 + i) * CHUNK), i * 40),
+      );
+      const expected = batches.map((b) => sealChunks(copyOf(b)));
+      assert.deepEqual(await Promise.all(batches.map((b) => pool.seal(b))), expected, `round ${round}`);
+      assert.ok(pool.spareBuffers > 0, `spares: ${pool.spareBuffers}`);
+    }
+    const record = randomBytes(40 * CHUNK).subarray(0, 36 * RECORD + 10);
     const opened = await pool.open({ ...batch(record, 0, true) });
     assert.equal(opened.ok, false, 'garbage does not open, however long the carrier');
   });
