@@ -5,9 +5,11 @@
  * measurement (bench/pool.ts), not assumption.
  *
  * Per-task cost, cut where it was measured (issue 14): jobs queue here, not in piscina, so a worker
- * that frees up takes every waiting job (up to `taskBytes`) in one message; bytes are transferred,
- * never structured-cloned (a view is copied once into a buffer a worker gave back, a buffer that owns
- * its memory is moved); the task is a flat array, not an object graph.
+ * that frees up takes its share of the waiting jobs (up to `taskBytes`) in one message; keys and
+ * bytes cross through a SharedArrayBuffer the workers got at start, one slot per task in flight, so
+ * only offsets are posted — no structured clone of buffers and no transferred ArrayBuffers, whose
+ * external-memory accounting made the main thread collect garbage ~4× as often per GB as inline.
+ * A batch too large for a slot is transferred (a view copied once into a buffer a worker gave back).
  */
 import { readFileSync } from 'node:fs';
 import { availableParallelism } from 'node:os';
@@ -119,8 +121,8 @@ export class ChunkPool {
 
   /**
    * Whether a batch of `bytes` given to seal/open must own its ArrayBuffer. Never: a batch that goes
-   * to a worker and does not own its memory is copied into a reused buffer (one memcpy, no fresh
-   * allocation), and one that does is transferred. Callers may hand out views and save a copy.
+   * to a worker is copied into the shared slab (or, too large for a slot, into a reused buffer, or
+   * moved when it owns its memory). Callers may hand out views and save a copy.
    */
   needsOwnedBuffer(_bytes: number): boolean {
     return false;

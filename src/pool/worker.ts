@@ -2,13 +2,14 @@
  * The pool's worker: seals and opens batches of chunks. Small and pure on purpose — it imports only
  * the chunk code, never gRPC, vault clients or config.
  *
- * One task carries one or more jobs (WorkerJob), so a busy pool sends one message for several
- * segments. Every ArrayBuffer a task brings is transferred in and transferred back out: the
- * main thread reuses the input buffers (pool.ts), and nothing is structured-cloned but a few small
- * arrays and numbers.
+ * One task carries one or more jobs, so a busy pool sends one message for several segments.
+ * `runShared` (the usual path) finds keys and bytes in the shared slab (workerData) at the offsets
+ * its jobs give and writes its outputs there; `run` (batches too large for a slot) gets them as
+ * transferred ArrayBuffers and transfers outputs and inputs back. Nothing else crosses but a few
+ * small arrays and numbers.
  *
- * Postcondition: every job's key buffer (message key ‖ message id) is zeroed before the task returns,
- * whatever happened to the job.
+ * Postcondition: every job's key bytes (message key ‖ message id, in the slab or in their own buffer)
+ * are zeroed before the task returns, whatever happened to the job.
  */
 import { Piscina } from 'piscina';
 import { type ChunkBatch, openChunks, sealChunks } from '../crypto/chunk';

@@ -259,7 +259,10 @@ test('pool: workers and inline cases with MB/s, s/GB, event-loop delay and the u
       assert.equal(cases[id]!['failures'], 0, id);
     }
   }
-  assert.ok(ids.some((id) => cases[id]!['connections'] === 4), 'a case over 4 connections');
+  assert.ok(
+    ids.some((id) => cases[id]!['connections'] === 4),
+    'a case over 4 connections',
+  );
   const ratios = r['ratios'] as Array<{ name: string; main?: boolean }>;
   assert.ok(ratios.some((x) => x.main && /workers ÷ inline MB\/s/.test(x.name)));
   assert.ok(ratios.some((x) => /over 4 ÷ 1 connections/.test(x.name)));
