@@ -4,9 +4,9 @@
  *
  *   node <build>/bench/index.js [--tiny | --quick | --full] [--only a,b,…]
  *
- * --quick (the default; about 6–7 minutes on 2 cores): throughput, unary, cache, storm, esdk with short
- *   windows, the fleet-budget simulation (about 2.5 minutes), the 1 GiB bounded-memory check
- *   (rss-1gib), then a 20 s soak.
+ * --quick (the default; about 6–7 minutes on 2 cores, plus 4–5 for pool): throughput, unary, cache,
+ *   storm, esdk with short windows, the fleet-budget simulation (about 2.5 minutes), the 1 GiB
+ *   bounded-memory check (rss-1gib), a 20 s soak, then workers vs inline (pool).
  * --full: the same with longer windows and a 60 s soak (about fourteen minutes).
  * --tiny: CI smoke run (a minute or so): every benchmark except rss-1gib with minimal windows and
  *   cases (the soak: 1 s of load), to prove the harness and its outputs work; its numbers mean nothing.
@@ -32,6 +32,7 @@ const BENCHMARKS = [
   'fleet',
   'rss-1gib',
   'soak',
+  'pool',
 ] as const;
 type Benchmark = (typeof BENCHMARKS)[number];
 

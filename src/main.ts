@@ -185,6 +185,7 @@ export async function startSealbox(
   }
   const pool = new ChunkPool({
     ...config.pool,
+    taskBytes: config.envelope.batchBytes,
     onWorkerError: (err) => log.error({ err }, 'worker thread failed'),
   });
   const dataKeys = cache ?? new UncachedDataKeys(registry);

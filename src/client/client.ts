@@ -25,10 +25,119 @@ export type Context = Record<string, string>;
 /** gRPC's default receive limit is 4 MiB; a 4 MiB unary plaintext encrypts to slightly more. */
 export const CLIENT_CHANNEL_OPTIONS: ChannelOptions = { 'grpc.max_receive_message_length': 64 * 1024 * 1024 };
 
+/** How a client connects, beyond grpc-js channel options. */
+export interface ConnectOptions {
+  /**
+   * HTTP/2 connections to open (default 1). Each new call goes to the connection with the fewest calls
+   * in flight, so concurrent streams spread over them instead of sharing one connection's flow-control
+   * window and one socket (bench/pool.ts measures 8 streams over 1 vs 4 connections).
+   */
+  readonly connections?: number;
+}
+
 /** "unix:/path" or "host:port". */
-export function connectEnvelope(target: string, options: ChannelOptions = {}): EnvelopeClient {
+export function connectEnvelope(
+  target: string,
+  options: ChannelOptions = {},
+  connect: ConnectOptions = {},
+): EnvelopeClient {
   const { Envelope } = loadApi().sealbox.sealbox.v1;
-  return new Envelope(target, credentials.createInsecure(), { ...CLIENT_CHANNEL_OPTIONS, ...options });
+  const connections = connect.connections ?? 1;
+  if (!Number.isInteger(connections) || connections < 1 || connections > 64)
+    throw new RangeError(`connections must be a whole number from 1 to 64, got ${connections}`);
+  if (connections === 1)
+    return new Envelope(target, credentials.createInsecure(), { ...CLIENT_CHANNEL_OPTIONS, ...options });
+  // grpc-js shares one connection (subchannel) among all channels to the same address with equal
+  // options through a process-wide subchannel pool (subchannel-pool.ts, getOrCreateSubchannel); with
+  // grpc.use_local_subchannel_pool each channel gets a pool of its own, hence its own connection
+  // (internal-channel.ts: `getSubchannelPool((options['grpc.use_local_subchannel_pool'] ?? 0) === 0)`,
+  // @grpc/grpc-js 1.14.7).
+  const channelOptions = { ...CLIENT_CHANNEL_OPTIONS, ...options, 'grpc.use_local_subchannel_pool': 1 };
+  return spreadCalls(
+    Array.from(
+      { length: connections },
+      () => new Envelope(target, credentials.createInsecure(), channelOptions),
+    ),
+  );
+}
+
+/**
+ * One EnvelopeClient over several: every RPC method sends its call through the client with the
+ * fewest calls in flight (ties broken round-robin), counting a call until its 'status' (grpc-js
+ * emits it once for every call type, OK or not). `close()` closes them all; `waitForReady` waits for
+ * all. Anything else (getChannel…) is the first client's.
+ */
+export function spreadCalls(clients: readonly EnvelopeClient[]): EnvelopeClient {
+  if (clients.length === 0) throw new RangeError('spreadCalls needs at least one client');
+  const first = clients[0]!;
+  const methods = rpcMethodNames(first);
+  const inFlight = clients.map(() => 0);
+  let nextStart = 0;
+  const pick = (): number => {
+    let best = nextStart;
+    for (let k = 1; k < clients.length; k++) {
+      const i = (nextStart + k) % clients.length;
+      if (inFlight[i]! < inFlight[best]!) best = i;
+    }
+    nextStart = (best + 1) % clients.length;
+    return best;
+  };
+  const spread = new Map<string | symbol, unknown>();
+  for (const name of methods) {
+    spread.set(name, (...args: unknown[]) => {
+      const i = pick();
+      const client = clients[i] as unknown as Record<string, (...a: unknown[]) => unknown>;
+      const call = client[name]!(...args) as { once(event: string, fn: () => void): unknown };
+      inFlight[i]!++;
+      let counted = true;
+      const done = () => {
+        if (counted) inFlight[i]!--;
+        counted = false;
+      };
+      call.once('status', done);
+      call.once('error', done);
+      return call;
+    });
+  }
+  spread.set('close', () => {
+    for (const c of clients) c.close();
+  });
+  spread.set('waitForReady', (deadline: Date | number, callback: (error?: Error) => void) => {
+    let left = clients.length;
+    let failed = false;
+    for (const c of clients)
+      c.waitForReady(deadline, (err) => {
+        if (failed) return;
+        if (err) {
+          failed = true;
+          callback(err);
+        } else if (--left === 0) callback();
+      });
+  });
+  spread.set(SPREAD_IN_FLIGHT, () => [...inFlight]);
+  return new Proxy(first, {
+    get: (target, prop, receiver) =>
+      spread.has(prop) ? spread.get(prop) : Reflect.get(target, prop, receiver),
+  });
+}
+
+/** Key of a spread client's in-flight counts per connection (tests and diagnostics). */
+export const SPREAD_IN_FLIGHT = Symbol('sealbox.spreadInFlight');
+
+/** Calls in flight per connection of a client made by spreadCalls (undefined for a plain client). */
+export function callsInFlight(client: EnvelopeClient): number[] | undefined {
+  const read = (client as unknown as Record<symbol, (() => number[]) | undefined>)[SPREAD_IN_FLIGHT];
+  return read?.();
+}
+
+/** The service's method names, both as in the .proto (Encrypt) and grpc-js's camelCase aliases. */
+function rpcMethodNames(client: EnvelopeClient): string[] {
+  const service = (client.constructor as unknown as { service?: Record<string, { originalName?: string }> })
+    .service;
+  if (!service) throw new Error('not a grpc-js generated client (no service definition)');
+  return Object.entries(service).flatMap(([name, def]) =>
+    def.originalName && def.originalName !== name ? [name, def.originalName] : [name],
+  );
 }
 
 /** The stable sealbox error code of a failed call, from its trailer. */

@@ -548,9 +548,9 @@ export const configSchema = z
       .object({
         /**
          * Where AES runs. "workers": batches go to piscina threads, the main thread does I/O only.
-         * "inline": on the main thread. "auto" (default): inline on machines with ≤ 2 cores, where it
-         * measured 2-2.5× faster than workers for one stream (client, main thread and workers compete
-         * for the same cores; README "Performance"); workers above that.
+         * "inline": on the main thread. "auto" (default): inline when sealbox may use ≤ 2 cores
+         * (CPU affinity and cgroup quota, pool.ts effectiveCores), where workers lost to inline
+         * (client, main thread and workers compete for the same cores; bench/pool.ts); workers above.
          */
         mode: z.enum(['auto', 'workers', 'inline']).default('auto'),
         threads: size(1, 256).default(availableParallelism()),

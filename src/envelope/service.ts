@@ -232,8 +232,8 @@ export class EnvelopeService {
     );
   }
 
-  /** Segments that go to a worker are transferred, so they must own their memory; inline ones need not. */
-  private readonly mustOwn = (bytes: number): boolean => !this.pool.runsInline(bytes);
+  /** Whether segments must own their memory: the pool says (it copies views into reused buffers). */
+  private readonly mustOwn = (bytes: number): boolean => this.pool.needsOwnedBuffer(bytes);
 
   private chunksPerSegment(chunkSize: number): number {
     return Math.max(1, Math.floor(this.options.batchBytes / chunkSize));

@@ -12,7 +12,17 @@ import { after, before, test } from 'node:test';
 
 /** <build>/bench/index.js, next to <build>/test/integration. */
 const BENCH_INDEX = join(__dirname, '..', '..', 'bench', 'index.js');
-const BENCHMARKS = ['throughput', 'unary', 'batch', 'cache', 'storm', 'esdk', 'fleet', 'soak'] as const;
+const BENCHMARKS = [
+  'throughput',
+  'unary',
+  'batch',
+  'cache',
+  'storm',
+  'esdk',
+  'fleet',
+  'soak',
+  'pool',
+] as const;
 
 let dir: string;
 let exitCode: number | null;
@@ -279,4 +289,31 @@ test('summary: every benchmark exited 0 and its main ratios were collected', () 
   const ratios = r['ratios'] as Array<{ bench: string; name: string; value: unknown }>;
   assert.deepEqual(new Set(ratios.map((x) => x.bench)), new Set(BENCHMARKS));
   assert.ok(ratios.every((x) => typeof x.name === 'string' && isCount(x.value)));
+});
+
+test('pool: workers and inline cases with MB/s, s/GB, event-loop delay and the unary probe; ratios', () => {
+  const r = result('pool');
+  const cases = r['cases'] as Record<string, Record<string, unknown>>;
+  const ids = Object.keys(cases);
+  for (const mode of ['inline', 'workers']) {
+    const c = ids.filter((id) => cases[id]!['mode'] === mode && Number(cases[id]!['cores']) > 0);
+    assert.ok(c.length > 0, `${mode} cases: ${ids.join(', ')}`);
+    for (const id of c) {
+      assertFigures(`cases.${id}`, cases[id]!, ['bytesPerSecond', 'serverCpuSecondsPerGB']);
+      assertFigures(`cases.${id}.loopDelay`, cases[id]!['loopDelay'] as Record<string, unknown>, [
+        'p50Ms',
+        'p99Ms',
+        'maxMs',
+      ]);
+      assertFigures(`cases.${id}.probe`, cases[id]!['probe'] as Record<string, unknown>, ['p99Ms']);
+      assert.equal(cases[id]!['failures'], 0, id);
+    }
+  }
+  assert.ok(
+    ids.some((id) => cases[id]!['connections'] === 4),
+    'a case over 4 connections',
+  );
+  const ratios = r['ratios'] as Array<{ name: string; main?: boolean }>;
+  assert.ok(ratios.some((x) => x.main && /workers ÷ inline MB\/s/.test(x.name)));
+  assert.ok(ratios.some((x) => /over 4 ÷ 1 connections/.test(x.name)));
 });
