@@ -18,6 +18,8 @@ export interface AuditCaller {
   readonly peer?: string;
   /** The caller's identity in the access policy, once access control has named it. */
   identity?: string;
+  /** The request's own id, when the protocol carries one (the Kubernetes KMS API's `uid`). */
+  readonly uid?: string;
 }
 
 const callers = new AsyncLocalStorage<AuditCaller>();
