@@ -140,6 +140,7 @@ test('as kube-apiserver uses it: Status, a key_id-equal Encrypt within the size 
       stored.encryptedDekSource.length <= 1024,
       `ciphertext ${stored.encryptedDekSource.length} bytes`,
     );
+    t.diagnostic(`ciphertext ${stored.encryptedDekSource.length} bytes, key id ${key.id!.length} bytes`);
     // Polls with an unchanged key_id do not call Encrypt again.
     for (let i = 0; i < 3; i++) assert.equal((await sim.poll()).rotated, false);
     assert.equal(sim.calls.encrypt, 1);
