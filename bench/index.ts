@@ -8,6 +8,7 @@
  *   windows, the fleet-budget simulation (about 2.5 minutes), the 1 GiB bounded-memory check
  *   (rss-1gib), then a 20 s soak.
  * --full: the same with longer windows and a 60 s soak (about fourteen minutes).
+ * kms (every profile): the Kubernetes KMS v2 face beside the envelope API's unary calls, 32-byte seeds.
  * --tiny: CI smoke run (a minute or so): every benchmark except rss-1gib with minimal windows and
  *   cases (the soak: 1 s of load), to prove the harness and its outputs work; its numbers mean nothing.
  * Exits non-zero if any benchmark fails (the summary is written anyway).
@@ -22,7 +23,17 @@ import { runMain, trackChild, trackTempDir } from './lib/proc';
 import { PROFILE_OPTIONS, type Profile, pickProfile } from './lib/profile';
 import { environment, fixed, progress, type Ratio, table, timestamp, writeResults } from './lib/report';
 
-const BENCHMARKS = ['throughput', 'unary', 'cache', 'storm', 'esdk', 'fleet', 'rss-1gib', 'soak'] as const;
+const BENCHMARKS = [
+  'throughput',
+  'unary',
+  'cache',
+  'storm',
+  'esdk',
+  'fleet',
+  'rss-1gib',
+  'soak',
+  'kms',
+] as const;
 type Benchmark = (typeof BENCHMARKS)[number];
 
 function argsFor(bench: Benchmark, profile: Profile): string[] {

@@ -12,7 +12,7 @@ import { after, before, test } from 'node:test';
 
 /** <build>/bench/index.js, next to <build>/test/integration. */
 const BENCH_INDEX = join(__dirname, '..', '..', 'bench', 'index.js');
-const BENCHMARKS = ['throughput', 'unary', 'cache', 'storm', 'esdk', 'fleet', 'soak'] as const;
+const BENCHMARKS = ['throughput', 'unary', 'cache', 'storm', 'esdk', 'fleet', 'soak', 'kms'] as const;
 
 let dir: string;
 let exitCode: number | null;
@@ -239,4 +239,27 @@ test('summary: every benchmark exited 0 and its main ratios were collected', () 
   const ratios = r['ratios'] as Array<{ bench: string; name: string; value: unknown }>;
   assert.deepEqual(new Set(ratios.map((x) => x.bench)), new Set(BENCHMARKS));
   assert.ok(ratios.every((x) => typeof x.name === 'string' && isCount(x.value)));
+});
+
+test('kms: KMS and envelope Encrypt/Decrypt of 32-byte seeds with calls/s, p99, server CPU and vault calls per 1,000', () => {
+  const r = result('kms');
+  const cases = r['cases'] as Array<Record<string, unknown>>;
+  assert.deepEqual(
+    new Set(cases.map((c) => `${c['face']} ${c['op']}`)),
+    new Set(['kms encrypt', 'kms decrypt', 'envelope encrypt', 'envelope decrypt']),
+  );
+  for (const c of cases) {
+    assertFigures(`cases[${c['id']}]`, c, [
+      'concurrency',
+      'calls',
+      'callsPerSecond',
+      'p50Ms',
+      'p99Ms',
+      'vaultCallsPer1000',
+    ]);
+    assert.ok((c['calls'] as number) > 0, `${c['id']} made calls`);
+    assert.equal(c['failed'], 0, String(c['id']));
+  }
+  const ratios = r['ratios'] as Array<{ name: string; value: unknown }>;
+  assert.ok(ratios.some((x) => x.name.includes('KMS ÷ envelope calls/s') && isCount(x.value)));
 });
