@@ -26,7 +26,7 @@ import {
 import { KMS_CONTEXT } from '../src/envelope/kms';
 import { loadKmsApi } from '../src/server/kms';
 import { writeRatioChart } from './lib/chart';
-import { cpuTime, runMain, trackTempDir } from './lib/proc';
+import { cpuTime, runMain, trackTempDir, waitForSocket } from './lib/proc';
 import { numberFlag, PROFILE_OPTIONS, pickProfile } from './lib/profile';
 import {
   environment,
@@ -141,6 +141,8 @@ async function main(): Promise<number> {
   const sealbox = await spawnSealbox({ kms: { socket: kmsSocket } }, 'sealbox', {
     keys: vault.sealboxKeys(BENCH_KEY_ALIAS),
   });
+  // spawnSealbox waited for the envelope socket; the KMS socket is bound a little later.
+  await waitForSocket(kmsSocket, () => true);
   const KMS = loadKmsApi().v2.KeyManagementService;
   const kms = new KMS(`unix:${kmsSocket}`, credentials.createInsecure());
   const envelope = connectEnvelope(sealbox.target);

@@ -342,6 +342,7 @@ test('vault calls per apiserver restart with 10,000 stored objects (4 seeds: 3 r
     const measure = async (label: string, coldSealbox: boolean) => {
       if (coldSealbox) box.sealbox.flushCache();
       const before = unwraps();
+      const wrapsBefore = wraps();
       const apiserver = box.sim();
       assert.equal((await apiserver.poll()).healthy, true);
       for (const [name, object] of objects) {
@@ -351,6 +352,7 @@ test('vault calls per apiserver restart with 10,000 stored objects (4 seeds: 3 r
         decrypts: apiserver.calls.decrypt,
         encrypts: apiserver.calls.encrypt,
         unwraps: unwraps() - before,
+        wraps: wraps() - wrapsBefore,
       };
       t.diagnostic(`${label}: ${JSON.stringify(result)}`);
       return result;

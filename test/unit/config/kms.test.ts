@@ -1,7 +1,11 @@
 /** The kms settings: off by default, the alias resolved or refused, the cache required, flags and env. */
 import assert from 'node:assert/strict';
+import { readFileSync } from 'node:fs';
+import { dirname, join } from 'node:path';
 import { test } from 'node:test';
+import { parse } from 'yaml';
 import { ConfigError, kmsAlias, loadConfig, validateConfig } from '../../../src/config/config';
+import { REPO_ROOT } from '../../helpers/paths';
 
 const local = (file: string) => ({ provider: 'local' as const, file });
 
@@ -43,4 +47,30 @@ test('--kms-socket / --kms-alias and their environment variables', () => {
   const fromEnv = loadConfig({ base, env: { SEALBOX_KMS_SOCKET: '/run/e.sock', SEALBOX_KMS_ALIAS: 'b' } });
   assert.equal(kmsAlias(fromEnv), 'b');
   assert.equal(loadConfig({ base, flags: { 'kms-socket': 'none' } }).kms.socket, null);
+});
+
+test('deploy/kubernetes/kms: a valid config, and the socket the EncryptionConfiguration and both pods name is one', () => {
+  const read = (f: string) => parse(readFileSync(join(REPO_ROOT, 'deploy/kubernetes/kms', f), 'utf8'));
+  const config = validateConfig(read('config.yaml'));
+  assert.equal(kmsAlias(config), 'k8s-secrets');
+  assert.equal(config.kms.socketMode, 0o600);
+  assert.equal(config.keys['k8s-secrets']?.provider, 'azure');
+  const encryption = read('encryption-config.yaml') as {
+    apiVersion: string;
+    kind: string;
+    resources: Array<{ resources: string[]; providers: Array<Record<string, Record<string, unknown>>> }>;
+  };
+  assert.equal(encryption.apiVersion, 'apiserver.config.k8s.io/v1');
+  assert.equal(encryption.kind, 'EncryptionConfiguration');
+  const [kms, identity] = encryption.resources[0]!.providers;
+  assert.equal(kms!['kms']!['apiVersion'], 'v2');
+  assert.equal(kms!['kms']!['endpoint'], `unix://${config.kms.socket}`);
+  assert.deepEqual(identity, { identity: {} });
+  const dir = dirname(config.kms.socket!);
+  const hostPaths = (f: string) =>
+    (read(f) as { spec: { volumes: Array<{ hostPath?: { path: string } }> } }).spec.volumes.map(
+      (v) => v.hostPath?.path,
+    );
+  assert.ok(hostPaths('sealbox-kms.yaml').includes(dir));
+  assert.ok(hostPaths('kube-apiserver-patch.yaml').includes(dir));
 });
