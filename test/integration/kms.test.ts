@@ -276,6 +276,48 @@ test('Admin RevokeKey refuses through the KMS face too (no watcher poll)', async
   }
 });
 
+test('an Event Grid event alone turns Status unhealthy and refuses Decrypt (no watcher poll)', async () => {
+  await tokenVault.keys.createRsaKey('kms-webhook', { keySize: 2048 });
+  const secret = 'a-webhook-secret-for-kms-tests';
+  const box = await startKms('kms-webhook', {
+    revocation: { pollIntervalMs: 3_600_000 },
+    webhook: { listen: { host: '127.0.0.1', port: 0 }, secret },
+  });
+  try {
+    const sim = box.sim();
+    assert.equal((await sim.poll()).healthy, true);
+    const object = sim.write('/registry/secrets/w/s', Buffer.from('pushed'));
+    await tokenVault.keys.updateKeyProperties('kms-webhook', { enabled: false });
+    assert.equal((await sim.poll()).healthy, true, 'nothing has told sealbox yet');
+    const event = [
+      {
+        id: '1',
+        topic: '/vaults/dev',
+        subject: 'kms-webhook',
+        eventType: 'Microsoft.KeyVault.VaultAccessPolicyChanged',
+        eventTime: new Date().toISOString(),
+        data: { ObjectName: 'kms-webhook' },
+        dataVersion: '1',
+      },
+    ];
+    const res = await fetch(`${box.sealbox.webhookUrl}?secret=${secret}`, {
+      method: 'POST',
+      headers: { 'content-type': 'application/json' },
+      body: JSON.stringify(event),
+    });
+    assert.equal(res.status, 200);
+    const polled = await sim.poll();
+    assert.equal(polled.healthy, false);
+    assert.match(polled.error ?? '', /disabled/);
+    await assert.rejects(box.sim().read('/registry/secrets/w/s', object), (err: ServiceError) => {
+      assert.equal(err.code, status.FAILED_PRECONDITION);
+      return true;
+    });
+  } finally {
+    await box.close();
+  }
+});
+
 test('a cold-start storm of Decrypts (3 apiservers × 100 concurrent reads, 3 seeds) costs one unwrap', async (t) => {
   await tokenVault.keys.createRsaKey('kms-storm', { keySize: 2048 });
   const box = await startKms('kms-storm');
