@@ -8,6 +8,7 @@
  *   storm, esdk with short windows, the fleet-budget simulation (about 2.5 minutes), the 1 GiB
  *   bounded-memory check (rss-1gib), a 20 s soak, then workers vs inline (pool).
  * --full: the same with longer windows and a 60 s soak (about fourteen minutes).
+ * kms (every profile): the Kubernetes KMS v2 face beside the envelope API's unary calls, 32-byte seeds.
  * --tiny: CI smoke run (a minute or so): every benchmark except rss-1gib with minimal windows and
  *   cases (the soak: 1 s of load), to prove the harness and its outputs work; its numbers mean nothing.
  * Exits non-zero if any benchmark fails (the summary is written anyway).
@@ -33,6 +34,7 @@ const BENCHMARKS = [
   'rss-1gib',
   'soak',
   'pool',
+  'kms',
 ] as const;
 type Benchmark = (typeof BENCHMARKS)[number];
 

@@ -7,8 +7,9 @@ import type { TokenCredential } from '@azure/identity';
 import { CachedDataKeys, type CacheStats } from './cache/cached-data-keys';
 import { UncachedDataKeys } from './cache/data-keys';
 import { KeyStates } from './cache/key-states';
-import { type Config, ConfigError } from './config/config';
+import { type Config, ConfigError, kmsAlias } from './config/config';
 import { BatchEnvelope } from './envelope/batch';
+import { KmsPlugin } from './envelope/kms';
 import { EnvelopeService } from './envelope/service';
 import { AuditedProvider } from './kek/audit';
 import { createAzureCredential, createAzureProvider, type VaultCallObserver } from './kek/azure';
@@ -25,6 +26,7 @@ import { startAdminServer } from './server/admin';
 import { ENVELOPE_UNARY_PATHS, ReadGate, unaryAdmissionInterceptor } from './server/admission';
 import { type MetricsHttpServer, startMetricsServer } from './server/http';
 import { metricsInterceptor } from './server/interceptor';
+import { type RunningKmsServer, startKmsServer } from './server/kms';
 import { HEALTH_SERVICES, type RunningServer, startServer } from './server/server';
 import { startWebhookServer } from './server/webhook';
 import { ByteBudget } from './util/budget';
@@ -70,6 +72,8 @@ export interface Sealbox {
   readonly webhookUrl: string | undefined;
   /** The metrics listener's URL (http://host:port/metrics; /healthz and /readyz beside it), when configured. */
   readonly metricsUrl: string | undefined;
+  /** The Kubernetes KMS v2 plugin's socket ("unix:/path"), when configured. */
+  readonly kmsAddress: string | undefined;
   /** Drains calls (up to the configured grace), then releases the pool and zeroes key material. */
   close(): Promise<void>;
 }
@@ -277,6 +281,7 @@ export async function startSealbox(
   }
   let admin: Awaited<ReturnType<typeof startAdminServer>> | undefined;
   let webhook: Awaited<ReturnType<typeof startWebhookServer>> | undefined;
+  let kms: RunningKmsServer | undefined;
   try {
     if (metrics && config.metrics.listen) {
       metricsServer = await startMetricsServer(
@@ -304,9 +309,28 @@ export async function startSealbox(
         config.webhook.tls ?? undefined,
       );
     }
+    const alias = kmsAlias(config);
+    if (config.kms.socket && alias && cache && watcher) {
+      // The KMS face: the same envelope service, health from the watcher, refusals from the key states.
+      const plugin = new KmsPlugin({
+        alias,
+        service,
+        current: () => watcher.currentStates().get(alias),
+        check: (keyId, use) => states.check(keyId, use),
+        invalidate: () => cache.invalidate(alias),
+        refresh: () => watcher.checkNow(),
+        aliasesOf: (keyId) => registry.aliasesOf(keyId),
+      });
+      kms = await startKmsServer(
+        config.kms.socket,
+        { mode: config.kms.socketMode, group: config.kms.socketGroup },
+        { plugin, log, ...(metrics ? { onCall: metrics.kmsCall } : {}) },
+      );
+    }
   } catch (err) {
     // A failed start leaves nothing running: stop what did start, then release keys and threads.
     watcher?.stop();
+    await kms?.stop(0);
     await admin?.stop();
     await server.stop(0);
     await metricsServer?.stop();
@@ -339,10 +363,12 @@ export async function startSealbox(
     watcher,
     webhookUrl: webhook ? `${webhook.url}/eventgrid` : undefined,
     metricsUrl: metricsServer?.url,
+    kmsAddress: kms?.address,
     close() {
       closing ??= (async () => {
         watcher?.stop();
         await webhook?.stop();
+        await kms?.stop(config.shutdown.graceMs);
         await admin?.stop();
         // Readiness turns 503 as the drain starts (server.stop); the probes stay up until it ends.
         await server.stop(config.shutdown.graceMs);

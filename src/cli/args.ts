@@ -24,7 +24,9 @@ const CONFIG_FLAGS_HELP = `  --config FILE         config file (JSON or YAML); a
   --data-dir DIR        sealbox's state directory; also SEALBOX_DATA_DIR
   --log-level LEVEL     fatal|error|warn|info|debug|trace|silent; also SEALBOX_LOG_LEVEL
   --pool-mode MODE      auto|workers|inline; also SEALBOX_POOL_MODE
-  --pool-threads N      worker threads; also SEALBOX_POOL_THREADS`;
+  --pool-threads N      worker threads; also SEALBOX_POOL_THREADS
+  --kms-socket PATH     also serve the Kubernetes KMS v2 plugin there (docs/kms.md); also SEALBOX_KMS_SOCKET
+  --kms-alias ALIAS     the key alias the KMS plugin uses (default: the only key); also SEALBOX_KMS_ALIAS`;
 
 /**
  * encrypt and decrypt take their files the way age, gpg and openssl users expect: the input as a

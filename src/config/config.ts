@@ -564,6 +564,17 @@ export const configSchema = z
       })
       .prefault({}),
     shutdown: z.object({ graceMs: size(0, 600_000).default(15_000) }).prefault({}),
+    /** The Kubernetes KMS v2 plugin face (docs/kms.md): off unless `socket` is set. */
+    kms: z
+      .object({
+        /** Unix socket kube-apiserver's EncryptionConfiguration names (endpoint unix://…); null: off. */
+        socket: z.string().min(1).nullable().default(null),
+        socketMode: z.number().int().min(0).max(0o777).default(0o600),
+        socketGroup,
+        /** The key alias Secrets are encrypted under; null: the only configured key. */
+        alias: z.string().min(1).nullable().default(null),
+      })
+      .prefault({}),
   })
   .superRefine((config, ctx) => {
     // One owner per key id: two aliases naming one key would both own its key ids, and a grant on
@@ -634,7 +645,39 @@ export const configSchema = z
           'access.identities match client certificates, but no listener asks for one: set listen.tcp.tls.clientCaFile',
       });
     }
+  })
+  .superRefine((config, ctx) => {
+    if (config.kms.socket === null) return;
+    const aliases = Object.keys(config.keys);
+    if (config.kms.alias === null && aliases.length !== 1) {
+      ctx.addIssue({
+        code: 'custom',
+        path: ['kms', 'alias'],
+        message: `kms.socket is set and ${aliases.length} keys are configured: name the one Kubernetes uses in kms.alias (keys: ${aliases.join(', ') || 'none'})`,
+      });
+    }
+    if (config.kms.alias !== null && !(config.kms.alias in config.keys)) {
+      ctx.addIssue({
+        code: 'custom',
+        path: ['kms', 'alias'],
+        message: `"${config.kms.alias}" is not a configured key alias (keys: ${aliases.join(', ') || 'none'})`,
+      });
+    }
+    if (!config.cache.enabled) {
+      ctx.addIssue({
+        code: 'custom',
+        path: ['kms', 'socket'],
+        message:
+          'the KMS plugin needs cache.enabled: true (its Status answers from the key watcher, which runs with the cache)',
+      });
+    }
   });
+
+/** The key alias the KMS plugin uses (kms.alias, or the only configured key); undefined when it is off. */
+export function kmsAlias(config: Config): string | undefined {
+  if (config.kms.socket === null) return undefined;
+  return config.kms.alias ?? Object.keys(config.keys)[0];
+}
 
 export type Config = z.infer<typeof configSchema>;
 export type ConfigInput = z.input<typeof configSchema>;
@@ -658,6 +701,13 @@ const overrides: Array<{ flag: string; env: string; path: string[]; parse: (s: s
   { flag: 'pool-mode', env: 'SEALBOX_POOL_MODE', path: ['pool', 'mode'], parse: String },
   { flag: 'pool-threads', env: 'SEALBOX_POOL_THREADS', path: ['pool', 'threads'], parse: Number },
   { flag: 'metrics', env: 'SEALBOX_METRICS', path: ['metrics', 'listen'], parse: parseHostPort },
+  {
+    flag: 'kms-socket',
+    env: 'SEALBOX_KMS_SOCKET',
+    path: ['kms', 'socket'],
+    parse: (s) => (s === '' || s === 'none' ? null : s),
+  },
+  { flag: 'kms-alias', env: 'SEALBOX_KMS_ALIAS', path: ['kms', 'alias'], parse: String },
 ];
 
 /** The flags loadConfig understands, for CLI help and parseArgs. */

@@ -22,6 +22,8 @@ export interface AuditCaller {
   readonly peer?: string;
   /** The caller's identity in the access policy, once access control has named it. */
   identity?: string;
+  /** The request's own id, when the protocol carries one (the Kubernetes KMS API's `uid`). */
+  readonly uid?: string;
 }
 
 /** A vault call no RPC and no named background task asked for. */

@@ -37,6 +37,8 @@
  * | sealbox_pool_tasks_completed_total | counter | — |
  * | sealbox_inflight_bytes, sealbox_inflight_bytes_limit | gauge | — |
  * | sealbox_ready | gauge | — (1 while the gRPC health status of "" is SERVING) |
+ * | sealbox_kms_requests_total | counter | method (Status, Encrypt, Decrypt), outcome (ok, unhealthy, or the sealbox error code) |
+ * | sealbox_kms_request_seconds | histogram | method |
  * | sealbox_process_*, sealbox_nodejs_* | prom-client default metrics | |
  */
 import { Counter, collectDefaultMetrics, Gauge, Histogram, Registry } from 'prom-client';
@@ -129,6 +131,9 @@ export interface MetricsOptions {
 
 type IncChild = { inc(value?: number): void };
 
+/** The Kubernetes KMS v2 methods (proto/k8s/kms/v2/api.proto). */
+const KMS_METHODS: readonly string[] = ['Status', 'Encrypt', 'Decrypt'];
+
 /** All of sealbox's metrics, in one registry. */
 export class SealboxMetrics implements RpcMetrics {
   readonly registry = new Registry();
@@ -146,6 +151,8 @@ export class SealboxMetrics implements RpcMetrics {
   private readonly vaultRetries: Counter<'operation' | 'reason'>;
   private readonly revocations: Counter<'reason'>;
   private readonly watcherRequests: Counter<'operation'>;
+  private readonly kmsRequests: Counter<'method' | 'outcome'>;
+  private readonly kmsSeconds: Histogram<'method'>;
 
   constructor(options: MetricsOptions = {}) {
     const registers = [this.registry];
@@ -207,6 +214,21 @@ export class SealboxMetrics implements RpcMetrics {
       for (const outcome of VAULT_OUTCOMES) this.vaultRequests.inc({ operation, outcome }, 0);
       this.vaultRetries.inc({ operation, reason: 'throttled' }, 0);
     }
+
+    // --- Kubernetes KMS v2 plugin (server/kms.ts) ---
+    this.kmsRequests = new Counter({
+      name: `${PREFIX}kms_requests_total`,
+      help: 'Kubernetes KMS v2 calls, by method and outcome (ok; unhealthy for a Status not "ok"; else the sealbox error code).',
+      labelNames: ['method', 'outcome'],
+      registers,
+    });
+    this.kmsSeconds = new Histogram({
+      name: `${PREFIX}kms_request_seconds`,
+      help: 'Duration of Kubernetes KMS v2 calls, by method.',
+      labelNames: ['method'],
+      buckets: RPC_SECONDS_BUCKETS,
+      registers,
+    });
 
     // --- key revocation (cache hooks) ---
     this.revocations = new Counter({
@@ -479,6 +501,14 @@ export class SealboxMetrics implements RpcMetrics {
       operation: vaultOperationLabel(event.operation),
       reason: retryReasonLabel(event.reason),
     });
+  };
+
+  /** KmsServerDeps.onCall: one Kubernetes KMS call ended. */
+  readonly kmsCall = (method: string, outcome: string, seconds: number): void => {
+    const m = KMS_METHODS.includes(method) ? method : 'other';
+    const o = outcome === 'ok' || outcome === 'unhealthy' ? outcome : errorCodeLabel(outcome);
+    this.kmsRequests.inc({ method: m, outcome: o });
+    this.kmsSeconds.observe({ method: m }, seconds);
   };
 
   /** The exposition text, as GET /metrics serves it. */

@@ -22,6 +22,7 @@ const BENCHMARKS = [
   'fleet',
   'soak',
   'pool',
+  'kms',
 ] as const;
 
 let dir: string;
@@ -316,4 +317,27 @@ test('pool: workers and inline cases with MB/s, s/GB, event-loop delay and the u
   const ratios = r['ratios'] as Array<{ name: string; main?: boolean }>;
   assert.ok(ratios.some((x) => x.main && /workers ÷ inline MB\/s/.test(x.name)));
   assert.ok(ratios.some((x) => /over 4 ÷ 1 connections/.test(x.name)));
+});
+
+test('kms: KMS and envelope Encrypt/Decrypt of 32-byte seeds with calls/s, p99, server CPU and vault calls per 1,000', () => {
+  const r = result('kms');
+  const cases = r['cases'] as Array<Record<string, unknown>>;
+  assert.deepEqual(
+    new Set(cases.map((c) => `${c['face']} ${c['op']}`)),
+    new Set(['kms encrypt', 'kms decrypt', 'envelope encrypt', 'envelope decrypt']),
+  );
+  for (const c of cases) {
+    assertFigures(`cases[${c['id']}]`, c, [
+      'concurrency',
+      'calls',
+      'callsPerSecond',
+      'p50Ms',
+      'p99Ms',
+      'vaultCallsPer1000',
+    ]);
+    assert.ok((c['calls'] as number) > 0, `${c['id']} made calls`);
+    assert.equal(c['failed'], 0, String(c['id']));
+  }
+  const ratios = r['ratios'] as Array<{ name: string; value: unknown }>;
+  assert.ok(ratios.some((x) => x.name.includes('KMS ÷ envelope calls/s') && isCount(x.value)));
 });
