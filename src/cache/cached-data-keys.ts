@@ -165,16 +165,7 @@ export class CachedDataKeys implements DataKeySource {
       this.counters.blockingMisses++;
       // Loop: while we waited, the replacement may already have been used up (or flushed) by others.
       while (!active) {
-        const fresh = await this.replacement(alias, state, signal, caller);
-        if (this.closed) {
-          this.drop(fresh, 'flush');
-          throw new SealboxError(ErrorCode.CANCELLED, 'sealbox is shutting down');
-        }
-        if (!fresh.retired && fresh !== state.active) {
-          if (!state.active) state.active = fresh;
-          else if (!state.next) state.next = fresh;
-          else this.drop(fresh, 'retired');
-        }
+        await this.installReplacement(alias, state, signal, caller);
         active = this.usable(state);
       }
     }
@@ -248,7 +239,7 @@ export class CachedDataKeys implements DataKeySource {
 
   /**
    * Waits for a replacement DEK (a blocking wrap, shared with concurrent callers) and installs it: the
-   * body of forEncrypt's miss loop (kept there as it was, to leave that hot path untouched).
+   * body of the miss loops of forEncrypt and forEncryptMany.
    */
   private async installReplacement(
     alias: string,
