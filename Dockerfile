@@ -36,5 +36,6 @@ USER node
 # Readiness comes from the key watcher's last result, never a vault call per probe.
 HEALTHCHECK --interval=10s --timeout=3s --start-period=10s --retries=3 \
   CMD ["node", "-e", "fetch('http://127.0.0.1:9464/readyz').then(r=>process.exit(r.ok?0:1),()=>process.exit(1))"]
-ENTRYPOINT ["node", "dist/src/cli.js"]
+# V8 flags on node's command line (NODE_OPTIONS refuses them); src/cli/node-flags.ts says why.
+ENTRYPOINT ["node", "--initial-old-space-size=128", "dist/src/cli.js"]
 CMD ["serve", "--config", "/etc/sealbox/config.yaml"]

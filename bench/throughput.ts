@@ -163,17 +163,23 @@ interface GrpcCase {
    * where a burst of 8 streams leaves V8's heap so that the next stream pays full GCs.
    */
   readonly after?: { readonly mode: 'encrypt'; readonly streams: number };
+  /** HTTP/2 connections the streams are spread over (the client's `connections`); default --channels. */
+  readonly connections?: number;
+  /** The server's node without the V8 flags sealbox ships with (src/cli/node-flags.ts). */
+  readonly stockNode?: boolean;
 }
 
 /** Every case gets a fresh server process, so no case inherits another's heap. */
 const CASES: GrpcCase[] = [
   { id: 'echo-1', server: 'echo', mode: 'echo', streams: 1 },
   { id: 'echo-8', server: 'echo', mode: 'echo', streams: 8 },
+  { id: 'echo-8x4', server: 'echo', mode: 'echo', streams: 8, connections: 4 },
   { id: 'workers-encrypt-1', server: 'workers', mode: 'encrypt', streams: 1 },
   { id: 'workers-encrypt-8', server: 'workers', mode: 'encrypt', streams: 8 },
   { id: 'workers-decrypt-1', server: 'workers', mode: 'decrypt', streams: 1 },
   { id: 'inline-encrypt-1', server: 'inline', mode: 'encrypt', streams: 1 },
   { id: 'inline-encrypt-8', server: 'inline', mode: 'encrypt', streams: 8 },
+  { id: 'inline-encrypt-8x4', server: 'inline', mode: 'encrypt', streams: 8, connections: 4 },
   { id: 'inline-decrypt-1', server: 'inline', mode: 'decrypt', streams: 1 },
   {
     id: 'inline-decrypt-1-after-8',
@@ -181,6 +187,15 @@ const CASES: GrpcCase[] = [
     mode: 'decrypt',
     streams: 1,
     after: { mode: 'encrypt', streams: 8 },
+  },
+  // The same, with node as it starts without sealbox's flags: the trap they remove stays visible.
+  {
+    id: 'inline-decrypt-1-after-8-stock',
+    server: 'inline',
+    mode: 'decrypt',
+    streams: 1,
+    after: { mode: 'encrypt', streams: 8 },
+    stockNode: true,
   },
 ];
 
@@ -219,11 +234,11 @@ async function main(): Promise<number> {
   let step = 0;
   const selected = CASES.filter((c) => !opts.only || opts.only.includes(c.id));
   const totalSteps = selected.length * opts.repeat;
-  const streamOptions = (target: string, mode: GrpcCase['mode'], streams: number) => ({
+  const streamOptions = (target: string, mode: GrpcCase['mode'], streams: number, connections?: number) => ({
     target,
     mode,
     streams,
-    channels: streams > 1 ? opts.channels : 1,
+    channels: connections ?? (streams > 1 ? opts.channels : 1),
     messageBytes: opts.messageBytes,
     seconds: opts.seconds,
     warmup: opts.warmup,
@@ -235,11 +250,11 @@ async function main(): Promise<number> {
       step++;
       const server: SpawnedServer =
         c.server === 'echo'
-          ? await spawnEcho('echo', { probe: true })
+          ? await spawnEcho('echo', { probe: true, stockNode: c.stockNode === true })
           : await spawnSealbox(
               { ...opts.config, pool: { ...(opts.config['pool'] as object), mode: c.server } },
               `sealbox-${c.server}`,
-              { probe: true, nodeArgs: opts.nodeArgs },
+              { probe: true, nodeArgs: opts.nodeArgs, stockNode: c.stockNode === true },
             );
       if (server.config) serverConfigs[c.server] = server.config;
       progress(
@@ -257,9 +272,13 @@ async function main(): Promise<number> {
           );
           if (before.error) progress(`  that run FAILED: ${before.error}`);
         }
-        const run = await runStreamClient(streamOptions(server.target, c.mode, c.streams), server.pid, {
-          ...(server.probe ? { probe: server.probe } : {}),
-        });
+        const run = await runStreamClient(
+          streamOptions(server.target, c.mode, c.streams, c.connections),
+          server.pid,
+          {
+            ...(server.probe ? { probe: server.probe } : {}),
+          },
+        );
         const windowBytes = run.client?.windowBytes ?? 0;
         const gb = windowBytes / 1e9;
         const result: CaseRun = {
@@ -350,8 +369,9 @@ async function main(): Promise<number> {
       const failed = s.failures > 0 ? ` ⚠ ${s.failures} failed` : '';
       return [
         `${label[c.server]}, ${c.mode === 'echo' ? 'Echo' : c.mode === 'encrypt' ? 'EncryptStream' : 'DecryptStream'}` +
-          (c.after ? `, right after ${c.after.streams} streams on the same server` : ''),
-        c.streams,
+          (c.after ? `, right after ${c.after.streams} streams on the same server` : '') +
+          (c.stockNode ? ", node without sealbox's V8 flags" : ''),
+        c.connections ? `${c.streams} over ${c.connections} conns` : c.streams,
         `${mbps(s.bytesPerSecond)}${spread}${failed}`,
         fixed(s.serverCpuSecondsPerGB),
         fixed(s.clientCpuSecondsPerGB),
@@ -385,9 +405,16 @@ async function main(): Promise<number> {
       workers: ratio(rate('workers-decrypt-1'), rate('workers-encrypt-1')),
       inline: ratio(rate('inline-decrypt-1'), rate('inline-encrypt-1')),
     },
+    'sealbox encrypt 8 streams over 4 connections ÷ 1 stream': {
+      main: true,
+      inline: ratio(rate('inline-encrypt-8x4'), rate('inline-encrypt-1')),
+    },
     'sealbox decrypt right after 8 streams ÷ on a fresh server (inline only)': {
       main: true,
       inline: ratio(rate('inline-decrypt-1-after-8'), rate('inline-decrypt-1')),
+    },
+    "the same, node without sealbox's V8 flags (inline only)": {
+      inline: ratio(rate('inline-decrypt-1-after-8-stock'), rate('inline-decrypt-1')),
     },
     'sealbox pool.mode workers ÷ inline, encrypt 1 stream (one value)': {
       workers: ratio(rate('workers-encrypt-1'), rate('inline-encrypt-1')),
@@ -398,12 +425,15 @@ async function main(): Promise<number> {
     'echo 8 streams ÷ 1 stream (transport only, one value)': {
       workers: ratio(rate('echo-8'), rate('echo-1')),
     },
+    'echo 8 streams over 4 connections ÷ 1 stream (transport only, one value)': {
+      workers: ratio(rate('echo-8x4'), rate('echo-1')),
+    },
   };
 
   const windowNote =
     `${opts.messageBytes} B messages, ${opts.seconds} s window after ${opts.warmup} s warm-up` +
     `${opts.repeat > 1 ? `, median of ${opts.repeat} (min–max)` : ''}` +
-    `${opts.channels > 1 ? `, 8-stream cases over ${opts.channels} channels` : ', one channel'}`;
+    `${opts.channels > 1 ? `, 8-stream cases over ${opts.channels} channels` : ', one connection unless a case says otherwise'}`;
   let out =
     `## Throughput (${windowNote})\n\nEvery case on a fresh server process. MB = 10^6 bytes of plaintext; ` +
     'CPU s/GB = CPU seconds (all threads) per 10^9 plaintext bytes within the window; fresh B/B = Buffer ' +

@@ -1,4 +1,4 @@
-#!/usr/bin/env node
+#!/usr/bin/env -S node --initial-old-space-size=128
 /**
  * The sealbox command line. `sealbox serve` runs the sidecar from a config; `sealbox dev` (what
  * `npm start` runs) creates a local development key on first start and serves with it; `check`,
@@ -10,6 +10,7 @@ import { join, resolve } from 'node:path';
 import { parseCommandLine, parsePairs } from './cli/args';
 import { checkAll, checkExitCode, formatReport } from './cli/check';
 import { ExitCode, UsageError } from './cli/exit';
+import { missingNodeFlags } from './cli/node-flags';
 import { formatConfig } from './cli/print';
 import { ConfigError, loadConfig } from './config/config';
 
@@ -144,6 +145,14 @@ async function serve(flags: Flags, base: object): Promise<number> {
   process.stdout.write(
     `sealbox ${version()} listening on ${sealbox.server.addresses.join(', ')} with keys: ${Object.keys(config.keys).join(', ')}${admin}\n`,
   );
+  const missing = missingNodeFlags(process.execArgv);
+  if (missing.length > 0) {
+    process.stderr.write(
+      `sealbox: node was started without ${missing.join(' ')} (src/cli/node-flags.ts): sustained streams ` +
+        `will spend more CPU on garbage collection. Start it as "node ${missing.join(' ')} dist/src/cli.js …", ` +
+        'or through the sealbox command or the image, which pass it.\n',
+    );
+  }
   return new Promise<number>(() => {}); // runs until a signal
 }
 

@@ -6,6 +6,7 @@ import { type ChildProcess, spawn } from 'node:child_process';
 import { mkdtempSync, openSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import { SERVER_NODE_FLAGS } from '../../src/cli/node-flags';
 import { type ConfigInput, mergeConfigInput } from '../../src/config/config';
 import { createLocalKeyFile } from '../../src/kek/local';
 import { BENCH_LIB_DIR, stopChild, trackChild, trackTempDir, WATCH_PARENT, waitForSocket } from './proc';
@@ -39,8 +40,13 @@ export interface SpawnedServer {
 export interface SpawnOptions {
   /** Load lib/alloc-probe.js into the server (fresh Buffer bytes, GC counts; see server-probe.ts). */
   readonly probe?: boolean;
-  /** Extra node arguments before the script (e.g. V8 heap flags to measure). */
+  /** Extra node arguments before the script (e.g. V8 heap flags to measure); they come last, so win. */
   readonly nodeArgs?: readonly string[];
+  /**
+   * Start node without the V8 flags sealbox ships with (src/cli/node-flags.ts), to show what they
+   * buy. By default every server — sealbox and the echo alike — runs with them, as deployed.
+   */
+  readonly stockNode?: boolean;
   /** Added to the server's environment (e.g. the protobuf echo's response shape). */
   readonly env?: Readonly<Record<string, string>>;
 }
@@ -50,7 +56,11 @@ function nodeArgsFor(
   dir: string,
   options: SpawnOptions,
 ): { args: string[]; env: NodeJS.ProcessEnv; file?: string } {
-  const args = [...serverNodeArgs(), ...(options.nodeArgs ?? [])];
+  const args = [
+    ...(options.stockNode ? [] : SERVER_NODE_FLAGS),
+    ...serverNodeArgs(),
+    ...(options.nodeArgs ?? []),
+  ];
   const env = { ...process.env, ...options.env };
   if (!options.probe) return { args, env };
   const file = join(dir, 'probe.json');

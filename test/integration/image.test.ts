@@ -44,6 +44,7 @@ import { join } from 'node:path';
 import { after, before, describe, type TestContext, test } from 'node:test';
 import { setTimeout as sleep } from 'node:timers/promises';
 import type { EnvelopeClient } from '../../src/api/proto';
+import { SERVER_NODE_FLAGS } from '../../src/cli/node-flags';
 import { connectEnvelope, decrypt, encrypt } from '../../src/client/client';
 import { createLocalKeyFile } from '../../src/kek/local';
 import {
@@ -335,7 +336,7 @@ describe('the container image (Dockerfile → buildah → run read-only as its u
     for (const line of timings) t.diagnostic(line);
     assert.notEqual(user.uid, 0, `the image runs as root (USER "${config.User}")`);
     assert.deepEqual(Object.keys(config.Volumes ?? {}).sort(), ['/run/sealbox', '/var/lib/sealbox']);
-    assert.deepEqual(config.Entrypoint, ['node', 'dist/src/cli.js']);
+    assert.deepEqual(config.Entrypoint, ['node', ...SERVER_NODE_FLAGS, 'dist/src/cli.js']);
     assert.deepEqual(config.Cmd, ['serve', '--config', '/etc/sealbox/config.yaml']);
     assert.match(healthcheckCommand().join(' '), /http:\/\/127\.0\.0\.1:9464\/readyz/);
     assert.ok(config.Env?.includes('SEALBOX_METRICS=0.0.0.0:9464'), JSON.stringify(config.Env));
@@ -414,6 +415,15 @@ describe('the container image (Dockerfile → buildah → run read-only as its u
           } catch {}
         }
         await exited;
+      }
+    });
+
+    test("the sidecar's node runs with sealbox's V8 flags (src/cli/node-flags.ts)", () => {
+      const argv = readFileSync(`/proc/${serverPid}/cmdline`, 'utf8').split('\0');
+      const script = argv.indexOf('dist/src/cli.js');
+      for (const flag of SERVER_NODE_FLAGS) {
+        const at = argv.indexOf(flag);
+        assert.ok(at > 0 && at < script, `${flag} before the script in ${JSON.stringify(argv)}`);
       }
     });
 

@@ -25,6 +25,7 @@ import { setTimeout as sleep } from 'node:timers/promises';
 import { KeyClient } from '@azure/keyvault-keys';
 import { status } from '@grpc/grpc-js';
 import type { EnvelopeClient } from '../../src/api/proto';
+import { SERVER_NODE_FLAGS } from '../../src/cli/node-flags';
 import { connectEnvelope, decrypt, encrypt, encryptStream } from '../../src/client/client';
 import type { ConfigInput } from '../../src/config/config';
 import {
@@ -88,7 +89,8 @@ async function startCli(overrides: ConfigInput = {}): Promise<CliSealbox> {
   writeFileSync(configFile, JSON.stringify(config), { mode: 0o600 });
   const child = spawn(
     process.execPath,
-    ['--expose-gc', '--require', GC_PRELOAD, CLI, 'serve', '--config', configFile],
+    // As deployed: with the V8 flags the image and the sealbox command pass (src/cli/node-flags.ts).
+    [...SERVER_NODE_FLAGS, '--expose-gc', '--require', GC_PRELOAD, CLI, 'serve', '--config', configFile],
     { stdio: ['ignore', 'ignore', 'pipe'] },
   );
   children.add(child);

@@ -11,6 +11,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, test } from 'node:test';
 import { setTimeout as sleep } from 'node:timers/promises';
+import { SERVER_NODE_FLAGS } from '../../src/cli/node-flags';
 import { connectEnvelope, decryptStream, encrypt } from '../../src/client/client';
 
 const CLI = join(__dirname, '..', '..', 'src', 'cli.js');
@@ -20,7 +21,7 @@ after(() => rmSync(dir, { recursive: true, force: true }));
 async function startCli(): Promise<{ child: ChildProcess; target: string }> {
   const child = spawn(
     process.execPath,
-    [CLI, 'dev', '--local-kek', '--data-dir', dir, '--log-level', 'warn'],
+    [...SERVER_NODE_FLAGS, CLI, 'dev', '--local-kek', '--data-dir', dir, '--log-level', 'warn'],
     {
       stdio: ['ignore', 'pipe', 'pipe'],
     },

@@ -382,9 +382,9 @@ describe('CiphertextReader', () => {
     const bad = Buffer.from(sealed(10).ciphertext.subarray(0, 44));
     bad.writeUInt32BE(0xffffffff, 38);
     const reader = new CiphertextReader(() => 1);
-    const started = performance.now();
+    // Only the 44 bytes up to the field were pushed: the refusal cannot have waited for (or sized a
+    // buffer by) the claimed chunk.
     throwsCode(() => reader.push(bad), ErrorCode.CIPHERTEXT_MALFORMED, /chunk size 4294967295/);
-    assert.ok(performance.now() - started < 50);
   });
 });
 
@@ -594,11 +594,10 @@ describe('parseHeader', () => {
     test(`${m.name} is CIPHERTEXT_MALFORMED`, () => {
       const bytes = Buffer.from(testHeader());
       const upTo = m.mutate(bytes);
-      const started = performance.now();
+      // Rejected from the bytes up to the bad field alone (the prefix throws the same code), so
+      // nothing sized by the bad length is read, allocated or awaited. No clock: speed is bench's.
       throwsCode(() => parseHeader(bytes.subarray(0, upTo)), ErrorCode.CIPHERTEXT_MALFORMED, m.why);
       throwsCode(() => parseHeader(bytes), ErrorCode.CIPHERTEXT_MALFORMED, m.why);
-      // Rejected from the length field alone: nothing sized by the bad length is allocated or awaited.
-      assert.ok(performance.now() - started < 50, 'rejected quickly');
     });
   }
 });
