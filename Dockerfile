@@ -17,8 +17,8 @@ RUN npm run build
 
 FROM node:20-bookworm-slim AS runtime
 ENV NODE_ENV=production \
-    # glibc keeps large buffers instead of trimming and re-faulting them on every 1 MiB chunk:
-    # measured 1.4 → 1.7 GB/s for node's AES-GCM on 1 MiB buffers (PERF-NOTES.md).
+    # glibc keeps large buffers instead of trimming and re-faulting them on every 1 MiB chunk
+    # (src/cli/launch.ts SERVER_ENV says why, with the measurements).
     GLIBC_TUNABLES=glibc.malloc.trim_threshold=268435456:glibc.malloc.mmap_threshold=33554432 \
     SEALBOX_DATA_DIR=/var/lib/sealbox \
     SEALBOX_SOCKET=/run/sealbox/sealbox.sock \
@@ -36,6 +36,6 @@ USER node
 # Readiness comes from the key watcher's last result, never a vault call per probe.
 HEALTHCHECK --interval=10s --timeout=3s --start-period=10s --retries=3 \
   CMD ["node", "-e", "fetch('http://127.0.0.1:9464/readyz').then(r=>process.exit(r.ok?0:1),()=>process.exit(1))"]
-# V8 flags on node's command line (NODE_OPTIONS refuses them); src/cli/node-flags.ts says why.
+# V8 flags on node's command line (NODE_OPTIONS refuses them); src/cli/launch.ts says why.
 ENTRYPOINT ["node", "--initial-old-space-size=128", "dist/src/cli.js"]
 CMD ["serve", "--config", "/etc/sealbox/config.yaml"]

@@ -165,7 +165,7 @@ interface GrpcCase {
   readonly after?: { readonly mode: 'encrypt'; readonly streams: number };
   /** HTTP/2 connections the streams are spread over (the client's `connections`); default --channels. */
   readonly connections?: number;
-  /** The server's node without the V8 flags sealbox ships with (src/cli/node-flags.ts). */
+  /** The server's node without the V8 flags sealbox ships with (src/cli/launch.ts). */
   readonly stockNode?: boolean;
 }
 

@@ -1,4 +1,4 @@
-#!/usr/bin/env -S node --initial-old-space-size=128
+#!/usr/bin/env -S GLIBC_TUNABLES=glibc.malloc.trim_threshold=268435456:glibc.malloc.mmap_threshold=33554432 node --initial-old-space-size=128
 /**
  * The sealbox command line. `sealbox serve` runs the sidecar from a config; `sealbox dev` (what
  * `npm start` runs) creates a local development key on first start and serves with it; `check`,
@@ -10,7 +10,7 @@ import { join, resolve } from 'node:path';
 import { parseCommandLine, parsePairs } from './cli/args';
 import { checkAll, checkExitCode, formatReport } from './cli/check';
 import { ExitCode, UsageError } from './cli/exit';
-import { missingNodeFlags } from './cli/node-flags';
+import { missingLaunchSettings } from './cli/launch';
 import { formatConfig } from './cli/print';
 import { ConfigError, loadConfig } from './config/config';
 
@@ -145,12 +145,12 @@ async function serve(flags: Flags, base: object): Promise<number> {
   process.stdout.write(
     `sealbox ${version()} listening on ${sealbox.server.addresses.join(', ')} with keys: ${Object.keys(config.keys).join(', ')}${admin}\n`,
   );
-  const missing = missingNodeFlags(process.execArgv);
+  const missing = missingLaunchSettings(process.execArgv, process.env);
   if (missing.length > 0) {
     process.stderr.write(
-      `sealbox: node was started without ${missing.join(' ')} (src/cli/node-flags.ts): sustained streams ` +
-        `will spend more CPU on garbage collection. Start it as "node ${missing.join(' ')} dist/src/cli.js …", ` +
-        'or through the sealbox command or the image, which pass it.\n',
+      `sealbox: started without ${missing.join(' ')} (src/cli/launch.ts says why): sustained streams ` +
+        'will spend more CPU on garbage collection and page faults. The image, `npm start` and the ' +
+        'sealbox command set them; when starting node yourself, set them the same way.\n',
     );
   }
   return new Promise<number>(() => {}); // runs until a signal

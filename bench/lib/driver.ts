@@ -4,7 +4,7 @@
  */
 import { type ChildProcess, fork } from 'node:child_process';
 import { join } from 'node:path';
-import { SERVER_NODE_FLAGS } from '../../src/cli/node-flags';
+import { SERVER_ENV, SERVER_NODE_FLAGS } from '../../src/cli/launch';
 import type { StreamClientResult } from '../stream-client';
 import { BENCH_LIB_DIR, cpuTime, RssSampler, type RssSummary, stopChild, trackChild } from './proc';
 import { type ProbeDelta, type ProbeSnapshot, probeDelta, type ServerProbe } from './server-probe';
@@ -70,12 +70,13 @@ export async function runStreamClient(
     ...(options.bytesPerCall !== undefined ? [`--bytes-per-call=${options.bytesPerCall}`] : []),
     ...(options.keepGoing ? ['--keep-going'] : []),
   ];
-  // The load generator runs with the same V8 flags as the servers (src/cli/node-flags.ts), whatever
-  // it drives: without them a 1 MiB-message client falls into the same full-GC loop as a server
-  // (the DecryptStream client measured 4.0 vs 1.9 CPU s/GB), and on 2 cores its CPU is the server's.
+  // The load generator starts as the servers do (src/cli/launch.ts), whatever it drives: without
+  // that a 1 MiB-message client pays the same full-GC loop and page faults as a server would (the
+  // DecryptStream client measured 4.0 vs 1.7 CPU s/GB), and on 2 cores its CPU is the server's.
   const child = fork(STREAM_CLIENT_PATH, args, {
     stdio: ['ignore', 'pipe', 'inherit', 'ipc'],
     execArgv: [...SERVER_NODE_FLAGS],
+    env: { ...process.env, ...SERVER_ENV },
   });
   trackChild(child);
   hooks.onChild?.(child);

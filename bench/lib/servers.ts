@@ -6,7 +6,7 @@ import { type ChildProcess, spawn } from 'node:child_process';
 import { mkdtempSync, openSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { SERVER_NODE_FLAGS } from '../../src/cli/node-flags';
+import { SERVER_ENV, SERVER_NODE_FLAGS } from '../../src/cli/launch';
 import { type ConfigInput, mergeConfigInput } from '../../src/config/config';
 import { createLocalKeyFile } from '../../src/kek/local';
 import { BENCH_LIB_DIR, stopChild, trackChild, trackTempDir, WATCH_PARENT, waitForSocket } from './proc';
@@ -43,8 +43,8 @@ export interface SpawnOptions {
   /** Extra node arguments before the script (e.g. V8 heap flags to measure); they come last, so win. */
   readonly nodeArgs?: readonly string[];
   /**
-   * Start node without the V8 flags sealbox ships with (src/cli/node-flags.ts), to show what they
-   * buy. By default every server — sealbox and the echo alike — runs with them, as deployed.
+   * Start node without the flags and environment sealbox ships with (src/cli/launch.ts), to show
+   * what they buy. By default every server — sealbox and the echo alike — runs with them, as deployed.
    */
   readonly stockNode?: boolean;
   /** Added to the server's environment (e.g. the protobuf echo's response shape). */
@@ -61,7 +61,8 @@ function nodeArgsFor(
     ...serverNodeArgs(),
     ...(options.nodeArgs ?? []),
   ];
-  const env = { ...process.env, ...options.env };
+  const env: NodeJS.ProcessEnv = { ...process.env, ...(options.stockNode ? {} : SERVER_ENV), ...options.env };
+  if (options.stockNode) for (const name of Object.keys(SERVER_ENV)) delete env[name];
   if (!options.probe) return { args, env };
   const file = join(dir, 'probe.json');
   args.push('--require', ALLOC_PROBE);

@@ -44,7 +44,7 @@ import { join } from 'node:path';
 import { after, before, describe, type TestContext, test } from 'node:test';
 import { setTimeout as sleep } from 'node:timers/promises';
 import type { EnvelopeClient } from '../../src/api/proto';
-import { SERVER_NODE_FLAGS } from '../../src/cli/node-flags';
+import { SERVER_ENV, SERVER_NODE_FLAGS } from '../../src/cli/launch';
 import { connectEnvelope, decrypt, encrypt } from '../../src/client/client';
 import { createLocalKeyFile } from '../../src/kek/local';
 import {
@@ -418,13 +418,16 @@ describe('the container image (Dockerfile → buildah → run read-only as its u
       }
     });
 
-    test("the sidecar's node runs with sealbox's V8 flags (src/cli/node-flags.ts)", () => {
+    test("the sidecar's node runs with sealbox's flags and environment (src/cli/launch.ts)", () => {
       const argv = readFileSync(`/proc/${serverPid}/cmdline`, 'utf8').split('\0');
       const script = argv.indexOf('dist/src/cli.js');
       for (const flag of SERVER_NODE_FLAGS) {
         const at = argv.indexOf(flag);
         assert.ok(at > 0 && at < script, `${flag} before the script in ${JSON.stringify(argv)}`);
       }
+      const environ = readFileSync(`/proc/${serverPid}/environ`, 'utf8').split('\0');
+      for (const [name, value] of Object.entries(SERVER_ENV))
+        assert.ok(environ.includes(`${name}=${value}`), name);
     });
 
     test('encrypt then decrypt through the socket in the mounted volume: the bytes come back', async () => {

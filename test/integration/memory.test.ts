@@ -25,7 +25,7 @@ import { setTimeout as sleep } from 'node:timers/promises';
 import { KeyClient } from '@azure/keyvault-keys';
 import { status } from '@grpc/grpc-js';
 import type { EnvelopeClient } from '../../src/api/proto';
-import { SERVER_NODE_FLAGS } from '../../src/cli/node-flags';
+import { SERVER_ENV, SERVER_NODE_FLAGS } from '../../src/cli/launch';
 import { connectEnvelope, decrypt, encrypt, encryptStream } from '../../src/client/client';
 import type { ConfigInput } from '../../src/config/config';
 import {
@@ -89,9 +89,10 @@ async function startCli(overrides: ConfigInput = {}): Promise<CliSealbox> {
   writeFileSync(configFile, JSON.stringify(config), { mode: 0o600 });
   const child = spawn(
     process.execPath,
-    // As deployed: with the V8 flags the image and the sealbox command pass (src/cli/node-flags.ts).
+    // As deployed: with the node flags and environment of the image and the sealbox command
+    // (src/cli/launch.ts).
     [...SERVER_NODE_FLAGS, '--expose-gc', '--require', GC_PRELOAD, CLI, 'serve', '--config', configFile],
-    { stdio: ['ignore', 'ignore', 'pipe'] },
+    { stdio: ['ignore', 'ignore', 'pipe'], env: { ...process.env, ...SERVER_ENV } },
   );
   children.add(child);
   child.once('exit', () => children.delete(child));

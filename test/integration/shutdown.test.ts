@@ -11,7 +11,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, test } from 'node:test';
 import { setTimeout as sleep } from 'node:timers/promises';
-import { SERVER_NODE_FLAGS } from '../../src/cli/node-flags';
+import { SERVER_ENV, SERVER_NODE_FLAGS } from '../../src/cli/launch';
 import { connectEnvelope, decryptStream, encrypt } from '../../src/client/client';
 
 const CLI = join(__dirname, '..', '..', 'src', 'cli.js');
@@ -22,9 +22,7 @@ async function startCli(): Promise<{ child: ChildProcess; target: string }> {
   const child = spawn(
     process.execPath,
     [...SERVER_NODE_FLAGS, CLI, 'dev', '--local-kek', '--data-dir', dir, '--log-level', 'warn'],
-    {
-      stdio: ['ignore', 'pipe', 'pipe'],
-    },
+    { stdio: ['ignore', 'pipe', 'pipe'], env: { ...process.env, ...SERVER_ENV } },
   );
   const socket = join(dir, 'sealbox.sock');
   const started = Date.now();
