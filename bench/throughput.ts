@@ -165,7 +165,7 @@ interface GrpcCase {
   readonly after?: { readonly mode: 'encrypt'; readonly streams: number };
   /** HTTP/2 connections the streams are spread over (the client's `connections`); default --channels. */
   readonly connections?: number;
-  /** The server's node without the V8 flags sealbox ships with (src/cli/launch.ts). */
+  /** The server's node without sealbox's launch settings (src/cli/launch.ts; the client keeps them). */
   readonly stockNode?: boolean;
 }
 
@@ -174,6 +174,9 @@ const CASES: GrpcCase[] = [
   { id: 'echo-1', server: 'echo', mode: 'echo', streams: 1 },
   { id: 'echo-8', server: 'echo', mode: 'echo', streams: 8 },
   { id: 'echo-8x4', server: 'echo', mode: 'echo', streams: 8, connections: 4 },
+  // The echo server's protobuf-shaped EncryptStream (lib/echo-service.ts): transport plus protobuf.
+  { id: 'pbecho-encrypt-1', server: 'echo', mode: 'encrypt', streams: 1 },
+  { id: 'pbecho-encrypt-8', server: 'echo', mode: 'encrypt', streams: 8 },
   { id: 'workers-encrypt-1', server: 'workers', mode: 'encrypt', streams: 1 },
   { id: 'workers-encrypt-8', server: 'workers', mode: 'encrypt', streams: 8 },
   { id: 'workers-decrypt-1', server: 'workers', mode: 'decrypt', streams: 1 },
@@ -188,7 +191,11 @@ const CASES: GrpcCase[] = [
     streams: 1,
     after: { mode: 'encrypt', streams: 8 },
   },
-  // The same, with node as it starts without sealbox's flags: the trap they remove stays visible.
+  // Node as it starts without sealbox's launch settings (src/cli/launch.ts): what they buy, and the
+  // after-8-streams trap they remove, stay visible.
+  { id: 'echo-1-stock', server: 'echo', mode: 'echo', streams: 1, stockNode: true },
+  { id: 'inline-encrypt-1-stock', server: 'inline', mode: 'encrypt', streams: 1, stockNode: true },
+  { id: 'inline-decrypt-1-stock', server: 'inline', mode: 'decrypt', streams: 1, stockNode: true },
   {
     id: 'inline-decrypt-1-after-8-stock',
     server: 'inline',
@@ -368,9 +375,9 @@ async function main(): Promise<number> {
       const spread = opts.repeat > 1 && s.min !== undefined ? ` (${mbps(s.min)}–${mbps(s.max)})` : '';
       const failed = s.failures > 0 ? ` ⚠ ${s.failures} failed` : '';
       return [
-        `${label[c.server]}, ${c.mode === 'echo' ? 'Echo' : c.mode === 'encrypt' ? 'EncryptStream' : 'DecryptStream'}` +
+        `${c.server === 'echo' && c.mode !== 'echo' ? 'protobuf-shaped echo (no crypto)' : label[c.server]}, ${c.mode === 'echo' ? 'Echo' : c.mode === 'encrypt' ? 'EncryptStream' : 'DecryptStream'}` +
           (c.after ? `, right after ${c.after.streams} streams on the same server` : '') +
-          (c.stockNode ? ", node without sealbox's V8 flags" : ''),
+          (c.stockNode ? ', without launch settings' : ''),
         c.connections ? `${c.streams} over ${c.connections} conns` : c.streams,
         `${mbps(s.bytesPerSecond)}${spread}${failed}`,
         fixed(s.serverCpuSecondsPerGB),
@@ -386,6 +393,12 @@ async function main(): Promise<number> {
       main: true,
       workers: ratio(rate('workers-encrypt-1'), rate('echo-1')),
       inline: ratio(rate('inline-encrypt-1'), rate('echo-1')),
+    },
+    'sealbox encrypt 1 stream ÷ protobuf-shaped echo 1 stream': {
+      inline: ratio(rate('inline-encrypt-1'), rate('pbecho-encrypt-1')),
+    },
+    'sealbox encrypt 8 streams ÷ protobuf-shaped echo 8 streams': {
+      inline: ratio(rate('inline-encrypt-8'), rate('pbecho-encrypt-8')),
     },
     'sealbox encrypt 1 stream ÷ in-process AES': {
       workers: ratio(rate('workers-encrypt-1'), aes.bytesPerSecond),
@@ -413,8 +426,14 @@ async function main(): Promise<number> {
       main: true,
       inline: ratio(rate('inline-decrypt-1-after-8'), rate('inline-decrypt-1')),
     },
-    "the same, node without sealbox's V8 flags (inline only)": {
-      inline: ratio(rate('inline-decrypt-1-after-8-stock'), rate('inline-decrypt-1')),
+    'the same, without launch settings (÷ fresh, also without; inline only)': {
+      inline: ratio(rate('inline-decrypt-1-after-8-stock'), rate('inline-decrypt-1-stock')),
+    },
+    'sealbox encrypt 1 stream ÷ echo 1 stream, both without launch settings (inline only)': {
+      inline: ratio(rate('inline-encrypt-1-stock'), rate('echo-1-stock')),
+    },
+    'sealbox decrypt 1 stream ÷ echo 1 stream, both without launch settings (inline only)': {
+      inline: ratio(rate('inline-decrypt-1-stock'), rate('echo-1-stock')),
     },
     'sealbox pool.mode workers ÷ inline, encrypt 1 stream (one value)': {
       workers: ratio(rate('workers-encrypt-1'), rate('inline-encrypt-1')),
@@ -427,6 +446,9 @@ async function main(): Promise<number> {
     },
     'echo 8 streams over 4 connections ÷ 1 stream (transport only, one value)': {
       workers: ratio(rate('echo-8x4'), rate('echo-1')),
+    },
+    'protobuf-shaped echo 8 streams ÷ 1 stream (one value)': {
+      workers: ratio(rate('pbecho-encrypt-8'), rate('pbecho-encrypt-1')),
     },
   };
 

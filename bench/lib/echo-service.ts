@@ -50,8 +50,11 @@ export interface PbEchoShape {
 /** The env var bench/unary.ts passes the shape in (JSON). */
 export const PB_ECHO_ENV = 'SEALBOX_BENCH_PB_ECHO';
 
+/** sealbox's default chunk size (envelope.defaultChunkSize), for the stream echo's tag bytes. */
+const STREAM_CHUNK_BYTES = 64 * 1024;
+
 /**
- * The protobuf-shaped echo: sealbox.v1.Envelope's Encrypt and Decrypt served from the real API
+ * The protobuf-shaped echo: sealbox.v1.Envelope's Encrypt, Decrypt and EncryptStream served from the real API
  * definition (src/api/proto.ts: the same proto-loader codec, options and generated types sealbox
  * uses), so grpc-js decodes the real EncryptRequest/DecryptRequest and encodes a same-size
  * EncryptResponse/DecryptResponse — no crypto, no sealbox handler, no interceptors. Each answer is a
@@ -61,7 +64,7 @@ export const PB_ECHO_ENV = 'SEALBOX_BENCH_PB_ECHO';
 export function pbEchoHandlers(shape: PbEchoShape): UntypedServiceImplementation {
   const bySize = new Map(Object.entries(shape.overheads).map(([size, o]) => [Number(size), o]));
   const byCiphertext = new Map([...bySize].map(([size, o]) => [size + o, o]));
-  const handlers: Pick<EnvelopeHandlers, 'Encrypt' | 'Decrypt'> = {
+  const handlers: Pick<EnvelopeHandlers, 'Encrypt' | 'Decrypt' | 'EncryptStream'> = {
     Encrypt(call, callback) {
       const { plaintext } = call.request;
       const overhead = bySize.get(plaintext.length) ?? shape.defaultOverhead;
@@ -77,6 +80,36 @@ export function pbEchoHandlers(shape: PbEchoShape): UntypedServiceImplementation
       const plaintext = Buffer.allocUnsafe(body.length);
       body.copy(plaintext);
       callback(null, { plaintext, keyId: shape.keyId, context: expectedContext });
+    },
+    /**
+     * The stream baseline that pays protobuf both ways as sealbox's EncryptStream does: metadata
+     * first, then for each data message one fresh buffer of its bytes plus 16 per chunk (where the
+     * tags would be), no crypto, stock grpc-js framing. Backpressure as in the raw echo.
+     */
+    EncryptStream(call) {
+      let chunkSize = STREAM_CHUNK_BYTES;
+      let first = true;
+      call.on('data', (request) => {
+        if (request.msg === 'init') {
+          chunkSize = request.init?.chunkSize || STREAM_CHUNK_BYTES;
+          return;
+        }
+        const data = request.data;
+        if (request.msg !== 'data' || !data) return;
+        if (first) {
+          first = false;
+          call.write({ metadata: { keyId: shape.keyId, context: {} } });
+        }
+        const out = Buffer.allocUnsafe(data.length + Math.ceil(data.length / chunkSize) * 16);
+        data.copy(out);
+        out.fill(0, data.length);
+        if (!call.write({ data: out })) {
+          call.pause();
+          call.once('drain', () => call.resume());
+        }
+      });
+      call.on('end', () => call.end());
+      call.on('error', () => {});
     },
   };
   return handlers as unknown as UntypedServiceImplementation;
