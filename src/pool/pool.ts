@@ -136,7 +136,7 @@ export class ChunkPool {
    */
   seal(batch: ChunkBatch, signal?: AbortSignal): Promise<Buffer> {
     if (this.runsInline(batch.data.length)) {
-      return this.inline(() => sealChunks(batch));
+      return settled(() => this.sealInline(batch));
     }
     return this.run(0, batch, signal).then(asBuffer);
   }
@@ -144,7 +144,7 @@ export class ChunkPool {
   /** Opens a batch. Never resolves with plaintext of a chunk that failed to verify. */
   open(batch: ChunkBatch, signal?: AbortSignal): Promise<OpenResult> {
     if (this.runsInline(batch.data.length)) {
-      return this.inline(() => openChunks(batch));
+      return settled(() => this.openInline(batch));
     }
     return this.run(1, batch, signal).then((result) =>
       result instanceof Uint8Array
@@ -153,6 +153,26 @@ export class ChunkPool {
     );
   }
 
+  /**
+   * Seals a batch on the main thread, now, whatever its size: for callers that decided (runsInline)
+   * to skip a promise per batch (EncryptBatch items). Counted in `stats.completed` like every batch.
+   */
+  sealInline(batch: ChunkBatch): Buffer {
+    this.inlineTasks++;
+    return sealChunks(batch);
+  }
+
+  /** Opens a batch on the main thread, now (see sealInline). */
+  openInline(batch: ChunkBatch): OpenResult {
+    this.inlineTasks++;
+    return openChunks(batch);
+  }
+
+  /**
+   * A snapshot for metrics. `completed` counts chunk batches sealed or opened — one per pool.seal/open
+   * or sealInline/openInline, on a worker or inline: a segment (≤ envelope.batchBytes) of a unary or
+   * streamed message, or one EncryptBatch/DecryptBatch item.
+   */
   get stats(): PoolStats {
     if (!this.piscina) return { threads: 0, queueSize: 0, utilization: 0, completed: this.inlineTasks };
     return {
@@ -177,15 +197,6 @@ export class ChunkPool {
     this.closed = true;
     for (const job of this.waiting.splice(0)) job.reject(cancelled());
     await this.piscina?.destroy();
-  }
-
-  private inline<T>(work: () => T): Promise<T> {
-    this.inlineTasks++;
-    try {
-      return Promise.resolve(work());
-    } catch (err) {
-      return Promise.reject(err);
-    }
   }
 
   /**
@@ -483,6 +494,15 @@ export function resolvePoolMode(
 
 /** "auto" runs AES inline on machines with at most this many cores. */
 export const AUTO_INLINE_MAX_CORES = 2;
+
+/** The result of synchronous work as a promise; a throw becomes a rejection. */
+function settled<T>(work: () => T): Promise<T> {
+  try {
+    return Promise.resolve(work());
+  } catch (err) {
+    return Promise.reject(err);
+  }
+}
 
 function asBuffer(value: unknown): Buffer {
   const u8 = value as Uint8Array;
