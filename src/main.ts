@@ -346,6 +346,7 @@ export async function startSealbox(
       adminSocket: config.listen.adminSocket,
       keys: registry.aliases(),
       pool: resolvePoolMode(config.pool.mode),
+      poolThreads: pool.stats.threads,
     },
     'sealbox listening',
   );

@@ -6,6 +6,7 @@
  */
 import { stringify } from 'yaml';
 import type { Config } from '../config/config';
+import { poolThreads } from '../pool/cores';
 
 /** What a redacted value prints as. */
 export const REDACTED = '[redacted]';
@@ -30,7 +31,11 @@ export function redactSecrets(value: unknown): unknown {
   return out;
 }
 
-/** The effective configuration as YAML, secrets redacted. */
-export function formatConfig(config: Config): string {
-  return `# sealbox effective configuration (secrets redacted)\n${stringify(redactSecrets(config))}`;
+/**
+ * The effective configuration as YAML, secrets redacted. `pool.threads` left at null ("one per core
+ * sealbox may use") shows the number that comes to on this machine, as the pool would start it.
+ */
+export function formatConfig(config: Config, cores?: number): string {
+  const effective = { ...config, pool: { ...config.pool, threads: poolThreads(config.pool.threads, cores) } };
+  return `# sealbox effective configuration (secrets redacted)\n${stringify(redactSecrets(effective))}`;
 }

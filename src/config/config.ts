@@ -4,7 +4,6 @@
  * variables, command-line flags. Errors name the field and what is allowed.
  */
 import { readFileSync } from 'node:fs';
-import { availableParallelism } from 'node:os';
 import { extname, resolve } from 'node:path';
 import { parse as parseYaml } from 'yaml';
 import { z } from 'zod';
@@ -553,7 +552,12 @@ export const configSchema = z
          * (client, main thread and workers compete for the same cores; bench/pool.ts); workers above.
          */
         mode: z.enum(['auto', 'workers', 'inline']).default('auto'),
-        threads: size(1, 256).default(availableParallelism()),
+        /**
+         * Worker threads. null (default): one per core sealbox may use — CPU affinity lowered to the
+         * cgroup CPU quota (pool/cores.ts poolThreads) — resolved where the pool is built, since this
+         * module reads no files.
+         */
+        threads: size(1, 256).nullable().default(null),
         maxQueue: size(1, 1_000_000).default(1024),
         inlineBelowBytes: size(0, 64 * MiB).default(64 * KiB),
       })

@@ -13,8 +13,9 @@
  *     at most one vault call, and usually none;
  *   - one random draw per slice for all its message ids, one encoding for runs of equal contexts, one
  *     access verdict per alias or key id;
- *   - small items are sealed and opened synchronously (crypto/chunk.ts), no promise per item; items
- *     too large to run inline go to the worker pool as a unary call's would.
+ *   - small items are sealed and opened synchronously (ChunkPool.sealInline/openInline, counted in the
+ *     pool's completed batches like any other), no promise per item; items too large to run inline go
+ *     to the worker pool as a unary call's would.
  *
  * Items are processed in slices (at most SLICE_ITEMS items or about SLICE_BYTES bytes); between slices
  * the event loop runs other calls, and a cancelled call stops there.
@@ -26,7 +27,7 @@
  */
 import { randomBytes } from 'node:crypto';
 import type { DataKeySource, EncryptKeyRun } from '../cache/data-keys';
-import { CHUNK_OVERHEAD, type OpenResult, openChunks, sealChunks } from '../crypto/chunk';
+import { CHUNK_OVERHEAD, type OpenResult } from '../crypto/chunk';
 import {
   checkExpectedContext,
   type EncryptionContext,
@@ -444,7 +445,7 @@ export class BatchEnvelope {
       headroom: header.length,
     };
     if (this.pool.runsInline(plaintext.length)) {
-      const out = sealChunks(batch);
+      const out = this.pool.sealInline(batch);
       header.copy(out, 0);
       return out;
     }
@@ -471,7 +472,7 @@ export class BatchEnvelope {
       firstIndex: 0,
       final: true,
     };
-    if (this.pool.runsInline(body.length)) return opened(openChunks({ ...batch, data: body }));
+    if (this.pool.runsInline(body.length)) return opened(this.pool.openInline({ ...batch, data: body }));
     this.keys.check?.(header.keyId, 'decrypt');
     return this.pool.open({ ...batch, data: Buffer.from(body) }, signal).then(opened);
   }

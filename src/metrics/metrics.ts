@@ -405,7 +405,9 @@ export class SealboxMetrics implements RpcMetrics {
     );
     new Counter({
       name: `${PREFIX}pool_tasks_completed_total`,
-      help: 'Chunk batches sealed or opened, on workers or inline.',
+      help:
+        'Chunk batches sealed or opened, on workers or inline: one per segment (up to envelope.batchBytes) ' +
+        'of a unary or streamed message, one per EncryptBatch/DecryptBatch item.',
       registers,
       collect() {
         const stats = pool();

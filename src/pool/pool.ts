@@ -11,12 +11,11 @@
  * external-memory accounting made the main thread collect garbage ~4× as often per GB as inline.
  * A batch too large for a slot is transferred (a view copied once into a buffer a worker gave back).
  */
-import { readFileSync } from 'node:fs';
-import { availableParallelism } from 'node:os';
 import { join } from 'node:path';
 import { Piscina } from 'piscina';
 import { CHUNK_OVERHEAD, type ChunkBatch, type OpenResult, openChunks, sealChunks } from '../crypto/chunk';
 import { ErrorCode, SealboxError } from '../errors';
+import { effectiveCores, poolThreads } from './cores';
 import {
   type JobOp,
   type JobResult,
@@ -29,6 +28,9 @@ import {
   type WorkerJob,
 } from './worker';
 
+// Where the pool's size comes from; kept in cores.ts so config print can use it without piscina.
+export { effectiveCores, poolThreads } from './cores';
+
 /** Default upper bound of the bytes one task carries (envelope.batchBytes in the server). */
 const DEFAULT_TASK_BYTES = 1024 * 1024;
 
@@ -38,8 +40,8 @@ export interface PoolOptions {
    * thread; "auto": inline on ≤ 2 cores, workers above (see config.ts).
    */
   readonly mode: 'auto' | 'workers' | 'inline';
-  /** Worker threads; default the number of cores. */
-  readonly threads?: number;
+  /** Worker threads; null or absent: one per core sealbox may use (cores.ts poolThreads). */
+  readonly threads?: number | null;
   /** Batches that may wait for a worker before new ones are refused with OVERLOADED. */
   readonly maxQueue: number;
   /** Batches smaller than this run inline even in "workers" mode. */
@@ -92,7 +94,7 @@ export class ChunkPool {
   private readonly freeSlots: number[] = [];
 
   constructor(private readonly options: PoolOptions) {
-    this.threads = options.threads ?? availableParallelism();
+    this.threads = poolThreads(options.threads);
     this.taskBytes = options.taskBytes ?? DEFAULT_TASK_BYTES;
     this.slotBytes = 2 * Math.min(this.taskBytes, MAX_SLOT_TASK_BYTES) + SLOT_SLACK_BYTES;
     if (resolvePoolMode(options.mode) === 'workers') {
@@ -134,7 +136,7 @@ export class ChunkPool {
    */
   seal(batch: ChunkBatch, signal?: AbortSignal): Promise<Buffer> {
     if (this.runsInline(batch.data.length)) {
-      return this.inline(() => sealChunks(batch));
+      return settled(() => this.sealInline(batch));
     }
     return this.run(0, batch, signal).then(asBuffer);
   }
@@ -142,7 +144,7 @@ export class ChunkPool {
   /** Opens a batch. Never resolves with plaintext of a chunk that failed to verify. */
   open(batch: ChunkBatch, signal?: AbortSignal): Promise<OpenResult> {
     if (this.runsInline(batch.data.length)) {
-      return this.inline(() => openChunks(batch));
+      return settled(() => this.openInline(batch));
     }
     return this.run(1, batch, signal).then((result) =>
       result instanceof Uint8Array
@@ -151,6 +153,26 @@ export class ChunkPool {
     );
   }
 
+  /**
+   * Seals a batch on the main thread, now, whatever its size: for callers that decided (runsInline)
+   * to skip a promise per batch (EncryptBatch items). Counted in `stats.completed` like every batch.
+   */
+  sealInline(batch: ChunkBatch): Buffer {
+    this.inlineTasks++;
+    return sealChunks(batch);
+  }
+
+  /** Opens a batch on the main thread, now (see sealInline). */
+  openInline(batch: ChunkBatch): OpenResult {
+    this.inlineTasks++;
+    return openChunks(batch);
+  }
+
+  /**
+   * A snapshot for metrics. `completed` counts chunk batches sealed or opened — one per pool.seal/open
+   * or sealInline/openInline, on a worker or inline: a segment (≤ envelope.batchBytes) of a unary or
+   * streamed message, or one EncryptBatch/DecryptBatch item.
+   */
   get stats(): PoolStats {
     if (!this.piscina) return { threads: 0, queueSize: 0, utilization: 0, completed: this.inlineTasks };
     return {
@@ -175,15 +197,6 @@ export class ChunkPool {
     this.closed = true;
     for (const job of this.waiting.splice(0)) job.reject(cancelled());
     await this.piscina?.destroy();
-  }
-
-  private inline<T>(work: () => T): Promise<T> {
-    this.inlineTasks++;
-    try {
-      return Promise.resolve(work());
-    } catch (err) {
-      return Promise.reject(err);
-    }
   }
 
   /**
@@ -482,44 +495,13 @@ export function resolvePoolMode(
 /** "auto" runs AES inline on machines with at most this many cores. */
 export const AUTO_INLINE_MAX_CORES = 2;
 
-/**
- * Cores this process can use: the CPUs it may run on (os.availableParallelism(), which honours
- * taskset and cpusets), lowered to its cgroup CPU quota rounded up when one is set — a Kubernetes CPU
- * limit is enforced as a CFS quota (https://kubernetes.io/docs/concepts/configuration/manage-resources-containers/#how-pods-with-resource-limits-are-run),
- * read from cgroup v2 `cpu.max` ("$MAX $PERIOD" or "max $PERIOD",
- * https://docs.kernel.org/admin-guide/cgroup-v2.html#cpu-interface-files) or v1
- * `cpu.cfs_quota_us` / `cpu.cfs_period_us`. Node 20's availableParallelism ignores quotas, so a pod
- * limited to 1 CPU on a 16-core node would otherwise count 16. Only the container's own cgroup root
- * is read (a container sees its own limits there); no quota found means none.
- */
-export function effectiveCores(
-  read: (path: string) => string = (path) => readFileSync(path, 'utf8'),
-): number {
-  const cpus = availableParallelism();
-  const quota = cgroupQuota(read);
-  return quota === undefined ? cpus : Math.max(1, Math.min(cpus, Math.ceil(quota)));
-}
-
-/** The cgroup CPU quota in CPUs, or undefined when there is none (or it cannot be read). */
-function cgroupQuota(read: (path: string) => string): number | undefined {
-  const attempt = (f: () => number | undefined) => {
-    try {
-      return f();
-    } catch {
-      return undefined;
-    }
-  };
-  const v2 = attempt(() => {
-    const [max, period] = read('/sys/fs/cgroup/cpu.max').trim().split(/\s+/);
-    return max === 'max' || !max || !period ? undefined : Number(max) / Number(period);
-  });
-  if (v2 !== undefined) return Number.isFinite(v2) && v2 > 0 ? v2 : undefined;
-  const v1 = attempt(() => {
-    const quota = Number(read('/sys/fs/cgroup/cpu/cpu.cfs_quota_us').trim());
-    const period = Number(read('/sys/fs/cgroup/cpu/cpu.cfs_period_us').trim());
-    return quota > 0 && period > 0 ? quota / period : undefined;
-  });
-  return v1 !== undefined && Number.isFinite(v1) && v1 > 0 ? v1 : undefined;
+/** The result of synchronous work as a promise; a throw becomes a rejection. */
+function settled<T>(work: () => T): Promise<T> {
+  try {
+    return Promise.resolve(work());
+  } catch (err) {
+    return Promise.reject(err);
+  }
 }
 
 function asBuffer(value: unknown): Buffer {

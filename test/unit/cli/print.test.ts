@@ -48,3 +48,12 @@ test('formatConfig: YAML of the validated config, secrets redacted', () => {
   assert.equal(back.webhook.secret, REDACTED);
   assert.deepEqual(back.cache, config.cache, 'everything else round-trips');
 });
+
+test('formatConfig: pool.threads null shows the threads the pool would start; an explicit count as set', () => {
+  const byDefault = parse(formatConfig(validateConfig({}), 2)) as { pool: { threads: unknown } };
+  assert.equal(byDefault.pool.threads, 2, 'null: one per core sealbox may use');
+  const explicit = parse(formatConfig(validateConfig({ pool: { threads: 3 } }), 2)) as {
+    pool: { threads: unknown };
+  };
+  assert.equal(explicit.pool.threads, 3);
+});

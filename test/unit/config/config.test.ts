@@ -23,7 +23,9 @@ test('defaults: Unix socket 0600 with reflection, no TCP, 64 KiB chunks, 4 MiB u
   assert.equal(config.envelope.defaultChunkSize, 65536);
   assert.equal(config.envelope.unaryMaxBytes, 4 * 1024 * 1024);
   assert.equal(config.pool.mode, 'auto');
-  assert.ok(config.pool.threads >= 1);
+  // null: one thread per core sealbox may use, resolved where the pool is built (pool/cores.ts).
+  assert.equal(config.pool.threads, null);
+  assert.equal(loadConfig({ env: { SEALBOX_POOL_THREADS: '3' } }).pool.threads, 3);
 });
 
 test('precedence: defaults < file < environment < flags', () => {

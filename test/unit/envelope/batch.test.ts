@@ -96,7 +96,7 @@ function setup(
     unaryMaxBytes: 4 * 1024 * 1024,
     batchBytes: 1024 * 1024,
   });
-  return { a, b, cache, batch, service };
+  return { a, b, cache, batch, service, pool };
 }
 
 function ok<T extends EncryptBatchResult | DecryptBatchResult>(
@@ -387,6 +387,45 @@ describe('EncryptBatch / DecryptBatch use case', () => {
     );
     assert.equal(opened.filter((r) => !isItemFailure(r)).length, 5);
     assert.equal(a.unwraps, 5);
+  });
+
+  test("each item sealed or opened inline counts as one of the pool's completed batches, as a unary message does", async () => {
+    const { batch, service, pool } = setup();
+    const completed = () => pool.stats.completed;
+    await service.encrypt('a', Buffer.from('one segment'), {});
+    assert.equal(completed(), 1, 'a unary message of one segment');
+    // More than one slice, items of one and two chunks (4 KiB chunks), the first one empty.
+    const items = Array.from({ length: SLICE_ITEMS + 5 }, (_, i) => ({
+      keyAlias: 'a',
+      plaintext: randomBytes(i * 100),
+      context: {},
+    }));
+    const sealed = await batch.encrypt([
+      ...items,
+      { keyAlias: 'nope', plaintext: Buffer.from('x'), context: {} },
+    ]);
+    failed(sealed[items.length], ErrorCode.KEY_NOT_FOUND);
+    assert.equal(
+      completed(),
+      1 + items.length,
+      'one per item sealed; none for an item refused before sealing',
+    );
+
+    const ciphertexts = sealed.slice(0, items.length).map((r) => ok(r).ciphertext);
+    const flipped = Buffer.from(ciphertexts[1]!);
+    flipped[flipped.length - 1]! ^= 1;
+    const opened = await batch.decrypt([
+      ...ciphertexts.map((ciphertext) => ({ ciphertext, expectedContext: {} })),
+      { ciphertext: flipped, expectedContext: {} },
+      { ciphertext: Buffer.from('not a sealbox ciphertext'), expectedContext: {} },
+    ]);
+    failed(opened[items.length], ErrorCode.CIPHERTEXT_CORRUPT);
+    failed(opened[items.length + 1], ErrorCode.CIPHERTEXT_MALFORMED);
+    assert.equal(
+      completed(),
+      1 + 2 * items.length + 1,
+      'one per item opened, one that failed authentication included (as on a worker); none for bytes that are no ciphertext',
+    );
   });
 
   test('cancellation stops the batch between slices', async () => {

@@ -11,7 +11,13 @@ import { after, describe, test } from 'node:test';
 import { Piscina } from 'piscina';
 import { type ChunkBatch, openChunks, sealChunks } from '../../../src/crypto/chunk';
 import { ErrorCode, SealboxError } from '../../../src/errors';
-import { AUTO_INLINE_MAX_CORES, ChunkPool, effectiveCores, resolvePoolMode } from '../../../src/pool/pool';
+import {
+  AUTO_INLINE_MAX_CORES,
+  ChunkPool,
+  effectiveCores,
+  poolThreads,
+  resolvePoolMode,
+} from '../../../src/pool/pool';
 import { run as runInWorker, SKIPPED, type TaskResult, type WorkerJob } from '../../../src/pool/worker';
 
 const KiB = 1024;
@@ -387,5 +393,26 @@ describe('auto mode', () => {
     assert.equal(resolvePoolMode('auto', AUTO_INLINE_MAX_CORES + 1), 'workers');
     assert.equal(resolvePoolMode('workers', 1), 'workers');
     assert.equal(resolvePoolMode('inline', 64), 'inline');
+  });
+
+  test('pool.threads: null is one thread per core sealbox may use; an explicit count is kept', () => {
+    const onEight = (entries: Record<string, string>) => effectiveCores(files(entries), 8);
+    const quota = { '/sys/fs/cgroup/cpu.max': '150000 100000\n' };
+    assert.equal(poolThreads(null, onEight(quota)), 2, 'a quota of 1.5 CPUs on 8 cores: 2 threads');
+    assert.equal(poolThreads(null, onEight({})), 8, 'no quota: the CPUs we may run on');
+    assert.equal(poolThreads(null, onEight({ '/sys/fs/cgroup/cpu.max': 'max 100000\n' })), 8);
+    assert.equal(poolThreads(undefined, onEight(quota)), 2, 'absent is the same as null');
+    assert.equal(poolThreads(3, onEight(quota)), 3, 'explicit: as set, even above the quota');
+    assert.equal(poolThreads(3, onEight({})), 3);
+    assert.equal(poolThreads(null, 0), 1, 'never below 1');
+  });
+
+  test('a workers pool with threads null starts poolThreads(null) workers and reports them', () => {
+    const pool = new ChunkPool({ mode: 'workers', threads: null, maxQueue: 16, inlineBelowBytes: 0 });
+    pools.push(pool);
+    assert.equal(pool.stats.threads, poolThreads(null));
+    assert.equal(poolThreads(null), effectiveCores());
+    const inline = new ChunkPool({ mode: 'inline', threads: null, maxQueue: 16, inlineBelowBytes: 0 });
+    assert.equal(inline.stats.threads, 0, 'no workers inline');
   });
 });
