@@ -17,7 +17,7 @@ export class CpuWindow {
   private start: Record<string, number | undefined>;
   private end: Record<string, number | undefined> | undefined;
 
-  /** Reads once at once, so a window that never opens explicitly starts here. */
+  /** Reads at construction: a window whose open() never comes starts here. */
   constructor(private readonly watch: Record<string, number>) {
     this.start = this.read();
   }
