@@ -10,12 +10,12 @@
  *
  *   node <build>/bench/batch.js [--tiny|--quick|--full] [--seconds N] [--warmup N] [--config JSON]
  */
-import { fork } from 'node:child_process';
 import { join } from 'node:path';
 import { parseArgs } from 'node:util';
 import type { BatchClientResult } from './batch-client';
 import { writeRatioChart } from './lib/chart';
-import { BENCH_LIB_DIR, cpuTime, runMain, stopChild, trackChild } from './lib/proc';
+import { type ClientRun, driveClient } from './lib/client-driver';
+import { BENCH_LIB_DIR, runMain } from './lib/proc';
 import { numberFlag, PROFILE_OPTIONS, pickProfile } from './lib/profile';
 import {
   environment,
@@ -88,7 +88,7 @@ const sizeLabel = (bytes: number) => (bytes % 1024 === 0 ? `${bytes / 1024} KiB`
 const caseId = (api: string, op: Op, bytes: number, n: number) => `${api}-${op}-${bytes}b-x${n}`;
 
 /** Runs bench/batch-client in its own process; CPU of `watch` is read at the client's window edges. */
-async function runBatchClient(
+function runBatchClient(
   args: {
     target: string;
     mode: Op;
@@ -99,12 +99,8 @@ async function runBatchClient(
     warmup: number;
   },
   watch: Record<string, number>,
-): Promise<{
-  client: BatchClientResult | undefined;
-  cpuSeconds: Record<string, number | undefined>;
-  error?: string;
-}> {
-  const child = fork(
+): Promise<ClientRun<BatchClientResult>> {
+  return driveClient<BatchClientResult>(
     BATCH_CLIENT_PATH,
     [
       `--target=${args.target}`,
@@ -116,42 +112,9 @@ async function runBatchClient(
       `--warmup=${args.warmup}`,
       `--key-alias=${BENCH_KEY_ALIAS}`,
     ],
-    { stdio: ['ignore', 'pipe', 'inherit', 'ipc'], execArgv: [] },
+    // batch-client has no drain setting: it stops calling at the window's end.
+    { watch, expectedSeconds: args.seconds + args.warmup },
   );
-  trackChild(child);
-  const read = () => Object.fromEntries(Object.entries(watch).map(([name, pid]) => [name, cpuTime(pid)]));
-  let cpuStart = read();
-  let cpuEnd: Record<string, number | undefined> | undefined;
-  child.on('message', (m: { event?: string }) => {
-    if (m.event === 'window-start') cpuStart = read();
-    else if (m.event === 'window-end') cpuEnd = read();
-  });
-  let stdout = '';
-  child.stdout!.on('data', (chunk: Buffer) => {
-    stdout += chunk.toString('utf8');
-  });
-  const timeout = setTimeout(
-    () => void stopChild(child, 'SIGKILL'),
-    (args.seconds + args.warmup + 120) * 1000,
-  );
-  const exitCode = await new Promise<number | null>((resolve) => child.once('exit', (code) => resolve(code)));
-  clearTimeout(timeout);
-  cpuEnd ??= read();
-  let client: BatchClientResult | undefined;
-  try {
-    client = JSON.parse(stdout.trim().split('\n').pop() ?? '') as BatchClientResult;
-  } catch {
-    client = undefined;
-  }
-  const cpuSeconds = Object.fromEntries(
-    Object.keys(watch).map((name) => {
-      const a = cpuStart[name];
-      const b = cpuEnd?.[name];
-      return [name, a !== undefined && b !== undefined ? Math.max(0, b - a) : undefined];
-    }),
-  );
-  const error = client?.error ?? (client ? undefined : `batch-client exited with ${exitCode} and no result`);
-  return { client, cpuSeconds, ...(error ? { error } : {}) };
 }
 
 async function main(): Promise<number> {

@@ -26,7 +26,8 @@ import {
 import { KMS_CONTEXT } from '../src/envelope/kms';
 import { loadKmsApi } from '../src/server/kms';
 import { writeRatioChart } from './lib/chart';
-import { cpuTime, runMain, trackTempDir, waitForSocket } from './lib/proc';
+import { CpuWindow } from './lib/client-driver';
+import { runMain, trackTempDir, waitForSocket } from './lib/proc';
 import { numberFlag, PROFILE_OPTIONS, pickProfile } from './lib/profile';
 import {
   environment,
@@ -194,13 +195,14 @@ async function main(): Promise<number> {
       for (const [face, op] of CASES) {
         const id = `${face}-${op}-c${c}`;
         progress(`${id}…`);
-        let cpu0: number | undefined;
+        const cpu = new CpuWindow({ server: sealbox.pid });
         let vault0: Record<string, number> = {};
         const run = await closedLoop(calls[`${face}-${op}`]!, c, opts.warmup, opts.seconds, async () => {
           vault0 = await vault.counters();
-          cpu0 = cpuTime(sealbox.pid);
+          cpu.open();
         });
-        const cpu1 = cpuTime(sealbox.pid);
+        cpu.close();
+        const serverCpu = cpu.seconds()['server'];
         const v = vaultCalls(await vault.counters(), vault0);
         const sorted = run.latencies.sort((a, b) => a - b);
         const n = run.latencies.length;
@@ -214,8 +216,7 @@ async function main(): Promise<number> {
           callsPerSecond: n / run.seconds,
           p50Ms: percentile(sorted, 50),
           p99Ms: percentile(sorted, 99),
-          serverCpuUsPerCall:
-            cpu0 !== undefined && cpu1 !== undefined && n > 0 ? ((cpu1 - cpu0) / n) * 1e6 : undefined,
+          serverCpuUsPerCall: serverCpu !== undefined && n > 0 ? (serverCpu / n) * 1e6 : undefined,
           vaultCallsPer1000: n > 0 ? (v.crypto / n) * 1000 : 0,
           vault: v,
         };

@@ -400,11 +400,13 @@ describe('sealbox encrypt / decrypt through a running sidecar', () => {
     child.stdin.on('error', () => {});
     // Half the ciphertext, and stdin stays open: the stream cannot finish by itself.
     child.stdin.write(enc.stdout.subarray(0, enc.stdout.length / 2));
-    const started = Date.now();
-    while (!(existsSync(`${out}.partial`) && statSync(`${out}.partial`).size > 0)) {
-      assert.ok(Date.now() - started < 15_000, 'verified plaintext reaches the .partial file');
-      await sleep(20);
-    }
+    // Wait, however long it takes, for verified plaintext in the .partial file, or for the child to
+    // end (which it must not: its input is still open).
+    const released = () => existsSync(`${out}.partial`) && statSync(`${out}.partial`).size > 0;
+    const running = () => child.exitCode === null && child.signalCode === null;
+    while (!released() && running()) await sleep(20);
+    assert.ok(running(), `decrypt is still waiting for input: ${Buffer.concat(stderr)}`);
+    assert.ok(released(), 'verified plaintext reaches the .partial file');
     child.kill('SIGINT');
     const code = await closed;
     assert.equal(code, 130, Buffer.concat(stderr).toString());

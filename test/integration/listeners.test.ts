@@ -4,7 +4,7 @@
  * header/request timeouts (server/http-limits.ts). Checked on the real listeners sealbox starts.
  */
 import assert from 'node:assert/strict';
-import { createServer } from 'node:http';
+import { createServer, type Server } from 'node:http';
 import { connect, type Socket } from 'node:net';
 import { test } from 'node:test';
 import { setTimeout as sleep } from 'node:timers/promises';
@@ -59,27 +59,56 @@ test('the metrics and webhook listeners close connections beyond their caps at o
   }
 });
 
+/** Listens on a free port of 127.0.0.1; resolves with the port. */
+function listen(server: Server): Promise<number> {
+  return new Promise((resolve) =>
+    server.listen(0, '127.0.0.1', () => resolve((server.address() as { port: number }).port)),
+  );
+}
+
+/** Connects and sends a request whose headers never end; `answer` is what came back by the close. */
+async function stallHeaders(
+  port: number,
+): Promise<{ answer: Promise<string>; closed: () => boolean; socket: Socket }> {
+  const socket = connect(port, '127.0.0.1');
+  socket.on('error', () => {});
+  await new Promise((r) => socket.once('connect', r));
+  let text = '';
+  let closed = false;
+  socket.on('data', (d) => (text += d.toString()));
+  const answer = new Promise<string>((resolve) =>
+    socket.once('close', () => {
+      closed = true;
+      resolve(text);
+    }),
+  );
+  socket.write('GET / HTTP/1.1\r\nHost: x\r\n'); // never the blank line that ends the headers
+  return { answer, closed: () => closed, socket };
+}
+
 test('a client that never finishes its headers is cut off by the header timeout', async () => {
-  // The same limits helper on a plain server with a short timeout: Node enforces what it sets.
-  const server = createServer((_req, res) => res.end('ok'));
-  limitHttpServer(server, { ...PROBE_LIMITS, headersTimeoutMs: 300, requestTimeoutMs: 600 });
-  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
-  const port = (server.address() as { port: number }).port;
+  // The same limits helper on a plain server with a short timeout: Node enforces what it sets. Beside
+  // it, a reference server that cuts the same stalled client after 20 s, checked every 100 ms: sooner
+  // than Node's defaults would cut it on the limited server (headersTimeout 60 s, checked every 30 s:
+  // https://nodejs.org/api/http.html#serverheaderstimeout and connectionsCheckingInterval in
+  // #httpcreateserveroptions-requestlistener), far later than the configured 300 ms. The limited
+  // server's client is cut while the reference's is still open, whatever the load (one event loop
+  // runs both): the configured timeout and sweep did it, not a default one.
+  const limited = createServer((_req, res) => res.end('ok'));
+  limitHttpServer(limited, { ...PROBE_LIMITS, headersTimeoutMs: 300, requestTimeoutMs: 600 });
+  const reference = createServer({ connectionsCheckingInterval: 100 }, (_req, res) => res.end('ok'));
+  reference.headersTimeout = 20_000;
   try {
-    const socket = connect(port, '127.0.0.1');
-    socket.on('error', () => {});
-    await new Promise((r) => socket.once('connect', r));
-    socket.write('GET / HTTP/1.1\r\nHost: x\r\n'); // never the blank line that ends the headers
-    const started = Date.now();
-    const answer = await new Promise<string>((resolve) => {
-      let text = '';
-      socket.on('data', (d) => (text += d.toString()));
-      socket.once('close', () => resolve(text));
-    });
-    assert.match(answer, /^HTTP\/1\.1 408/, 'the server answers 408 Request Timeout and closes');
-    assert.ok(Date.now() - started < 5_000, 'cut off by the configured timeout, not a default one');
+    // The reference's client first, so it has waited at least as long.
+    const waiting = await stallHeaders(await listen(reference));
+    const cut = await stallHeaders(await listen(limited));
+    assert.match(await cut.answer, /^HTTP\/1\.1 408/, 'the server answers 408 Request Timeout and closes');
+    assert.equal(waiting.closed(), false, 'the reference server (20 s) still holds the same client');
+    waiting.socket.destroy();
   } finally {
-    server.close();
-    server.closeAllConnections();
+    for (const server of [limited, reference]) {
+      server.close();
+      server.closeAllConnections();
+    }
   }
 });

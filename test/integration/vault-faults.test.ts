@@ -126,9 +126,8 @@ interface Row {
   readonly expect: Expected | readonly Expected[];
   /** Vault requests this request must cause (checked when the matrix runs sequentially). */
   readonly vault?: number;
-  /** Bounds on the call's duration (generous: they prove "no hang" and "did not wait for X"). */
+  /** A lower bound on the call's duration: it waited (e.g. for its deadline) rather than ending early. */
   readonly minMs?: number;
-  readonly maxMs?: number;
   readonly run: () => Promise<Outcome>;
 }
 
@@ -262,7 +261,6 @@ async function runMatrix(
     if (row.vault !== undefined && requests[i] !== undefined) {
       assert.equal(requests[i], row.vault, `${what}: vault requests`);
     }
-    if (row.maxMs !== undefined) assert.ok(o.ms < row.maxMs, `${what}: took ${o.ms} ms, limit ${row.maxMs}`);
     if (row.minMs !== undefined)
       assert.ok(o.ms >= row.minMs, `${what}: took ${o.ms} ms, at least ${row.minMs}`);
   }
@@ -411,9 +409,10 @@ test('1. latency spike past retry.timeoutMs: cache serves, cold calls UNAVAILABL
     const warmBefore = cacheStats(warm);
     vault.setFaults({ latency: { fixedMs: spikeMs, jitterMs: 0 } });
     // All at once: a warm request must not queue behind a cold one.
-    const cached = { expect: 'OK', maxMs: spikeMs } as const;
-    // A cold call ends at its own deadline (timers never fire early), well before the vault's answer.
-    const deadline = { expect: 'UNAVAILABLE', minMs: timeoutMs - 5, maxMs: spikeMs } as const;
+    const cached = { expect: 'OK' } as const;
+    // A cold call ends at its own deadline (timers never fire early), before the vault's answer (an
+    // answer would make it OK).
+    const deadline = { expect: 'UNAVAILABLE', minMs: timeoutMs - 5 } as const;
     const during = await runMatrix(
       t,
       `latency ${spikeMs} ms, retry.timeoutMs ${timeoutMs}`,
@@ -429,6 +428,8 @@ test('1. latency spike past retry.timeoutMs: cache serves, cold calls UNAVAILABL
       ],
       { concurrent: true },
     );
+    // Every row ended before the vault answered any request: the cached ones did not wait for it.
+    assert.equal(vaultRequests() - before, 0, 'no vault answer before all eight calls ended');
     const warmAfter = cacheStats(warm);
     assert.equal(warmAfter.hits.encrypt - warmBefore.hits.encrypt, 2, 'both warm encrypts from the cache');
     assert.equal(warmAfter.hits.decrypt - warmBefore.hits.decrypt, 2, 'both warm decrypts from the cache');
@@ -670,10 +671,8 @@ test('5. full outage: cached DEKs serve until their TTL, then fail closed; the v
         ],
         outageVault,
       );
-      assert.ok(
-        Date.now() - cachedBy < ttlMs,
-        'the cached rows ran within the TTL (else the box is too slow)',
-      );
+      // The cached rows passed, so they ran within the TTL (past it they fail closed, as below).
+      t.diagnostic(`cached rows done ${Date.now() - cachedBy} ms into the ${ttlMs} ms TTL`);
 
       await sleep(cachedBy + ttlMs + 300 - Date.now());
       const late = await runMatrix(

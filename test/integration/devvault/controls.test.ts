@@ -130,7 +130,8 @@ test('latency: fixed plus jitter before every request, from options and from set
         const started = Date.now();
         await client.getKey('oct');
         const took = Date.now() - started;
-        assert.ok(took >= 145 && took < 250 + 200, `took ${took} ms`);
+        // The wait happened; that the draw stays within fixed + jitter is test/unit/devvault/controls.test.ts's.
+        assert.ok(took >= 145, `took ${took} ms`);
       }
     } finally {
       tv.vault.setFaults({ latency: { fixedMs: 0, jitterMs: 0 } });
