@@ -20,6 +20,7 @@
  * (`refreshCurrentVersion`). Outside its nbf/exp window a version wraps nothing new but still unwraps,
  * as Key Vault itself allows (docs/azure.md, "Validity dates").
  */
+import { setMaxListeners } from 'node:events';
 import { performance } from 'node:perf_hooks';
 import type { CryptographyClient, KeyClient, KeyVaultKey } from '@azure/keyvault-keys';
 import { MAX_WRAPPED_DEK_BYTES } from '../../crypto/format';
@@ -157,6 +158,12 @@ export class AzureKekProvider implements KekProvider {
     if (!Number.isInteger(this.maxVersions) || this.maxVersions < 1) {
       throw new RangeError('maxCachedVersions must be an integer >= 1');
     }
+    // Every shared look-up in flight (one per distinct version being looked up, and the latest-version
+    // read) adds one abort listener to `closing.signal` and removes it when it settles (RetryPolicy.run's
+    // `finally`). How many are in flight at once is bounded by the calls admitted, not by 10, so Node's
+    // leak warning (MaxListenersExceededWarning at 11) would fire under a burst of first uses while
+    // nothing leaks; azure.test.ts checks that the listeners go away.
+    setMaxListeners(0, this.closing.signal);
   }
 
   /**

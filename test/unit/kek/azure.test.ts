@@ -16,6 +16,7 @@ import {
   randomBytes,
   webcrypto,
 } from 'node:crypto';
+import { getEventListeners } from 'node:events';
 import { mkdtempSync, writeFileSync } from 'node:fs';
 import { createServer, type Server } from 'node:https';
 import type { AddressInfo } from 'node:net';
@@ -450,6 +451,37 @@ describe('one crypto client per key version', () => {
       ErrorCode.KEY_NOT_FOUND,
     );
     assert.equal(vault.factoryCalls.size, before);
+  });
+  test('a burst of first uses of many versions: no listener leak on the shared signal, no leak warning', async () => {
+    const vault = new FakeVault();
+    const { p } = provider(vault, { maxCachedVersions: 64 });
+    const wraps = [];
+    for (let i = 0; i < 30; i++) {
+      vault.rotate();
+      await p.refreshCurrentVersion();
+      wraps.push(await p.wrap(dek()));
+    }
+    const { p: fresh } = provider(vault, { maxCachedVersions: 64 });
+    const closing = (fresh as unknown as { closing: AbortController }).closing.signal;
+    const warnings: string[] = [];
+    const onWarning = (w: Error) => warnings.push(w.name);
+    process.on('warning', onWarning);
+    try {
+      // 30 distinct versions met at once: 30 shared look-ups in flight, each listening on `closing`.
+      let peak = 0;
+      const all = Promise.all(wraps.map((w) => fresh.unwrap(w.keyId, w.algorithm, w.wrapped)));
+      peak = getEventListeners(closing, 'abort').length;
+      await all;
+      await new Promise((resolve) => setImmediate(resolve)); // warnings are emitted on a later tick
+      assert.ok(peak >= 11, `the burst was concurrent (${peak} listeners at once)`);
+      assert.equal(getEventListeners(closing, 'abort').length, 0, 'every look-up removed its listener');
+      assert.deepEqual(
+        warnings.filter((name) => name === 'MaxListenersExceededWarning'),
+        [],
+      );
+    } finally {
+      process.off('warning', onWarning);
+    }
   });
 });
 
