@@ -25,10 +25,16 @@
  * (A garbage-collected runtime may have copied bytes elsewhere; docs/SECURITY.md says what this does
  * and does not guarantee.)
  */
-import { createHash, randomFillSync } from 'node:crypto';
+import { createHash, type KeyObject, randomFillSync } from 'node:crypto';
 import { LRUCache } from 'lru-cache';
 import type { Header } from '../crypto/format';
-import { deriveMessageKeys, type MessageKeys, zeroMessageKeys } from '../crypto/kdf';
+import {
+  type DekInput,
+  dekKeyObject,
+  deriveMessageKeys,
+  type MessageKeys,
+  zeroMessageKeys,
+} from '../crypto/kdf';
 import type { WrappedKey } from '../crypto/message';
 import { ErrorCode, SealboxError } from '../errors';
 import { type AuditCaller, REFRESH_AHEAD } from '../kek/audit';
@@ -79,6 +85,8 @@ export interface CacheStats {
 /** One DEK sealing new messages under an alias. */
 interface ActiveDek {
   readonly dek: Buffer;
+  /** The DEK as HKDF's input (kdf.ts DekInput); dropped, with the DEK zeroed, when it retires. */
+  key: KeyObject | undefined;
   readonly wrapped: WrappedKey;
   readonly createdAt: number;
   messages: number;
@@ -95,6 +103,12 @@ interface AliasState {
   next?: ActiveDek;
 }
 
+/** An unwrapped DEK in the decrypt LRU: its buffer (zeroed on disposal) and its KeyObject (kdf.ts DekInput). */
+interface DecryptedDek {
+  readonly dek: Buffer;
+  readonly key: KeyObject;
+}
+
 /** An unwrap in flight, shared by every caller that missed on the same wrapped DEK. */
 interface Flight {
   readonly promise: Promise<Buffer>;
@@ -103,7 +117,7 @@ interface Flight {
 
 export class CachedDataKeys implements DataKeySource {
   private readonly aliases = new Map<string, AliasState>();
-  private readonly decrypted: LRUCache<string, Buffer>;
+  private readonly decrypted: LRUCache<string, DecryptedDek>;
   private readonly flights = new Map<string, Flight>();
   private readonly vaultSlots: ByteBudget;
   private readonly now: () => number;
@@ -138,13 +152,13 @@ export class CachedDataKeys implements DataKeySource {
       new KeyStates(undefined, { evict: (keyId, scope) => this.evict(keyId, scope), now: hooks.now });
     this.now = hooks.now ?? Date.now;
     this.vaultSlots = new ByteBudget(options.maxConcurrentVaultCalls);
-    this.decrypted = new LRUCache<string, Buffer>({
+    this.decrypted = new LRUCache<string, DecryptedDek>({
       max: options.decrypt.maxEntries,
       ttl: options.decrypt.ttlMs,
       ttlAutopurge: true,
       // Postcondition: a DEK leaving the cache for any reason is zeroed.
-      dispose: (dek, _key, reason) => {
-        dek.fill(0);
+      dispose: (entry, _key, reason) => {
+        entry.dek.fill(0);
         this.evicted(reason === 'delete' ? (this.deleting ?? 'flush') : reason);
       },
     });
@@ -176,7 +190,7 @@ export class CachedDataKeys implements DataKeySource {
     const dek = active;
     return {
       wrapped: dek.wrapped,
-      keys: deriveMessageKeys(dek.dek, messageId),
+      keys: deriveMessageKeys(inputOf(dek), messageId),
       account: (bytes: number) => {
         dek.bytes += bytes;
         if (dek.bytes >= this.options.encrypt.maxBytes) this.retire(state, dek);
@@ -217,7 +231,8 @@ export class CachedDataKeys implements DataKeySource {
         active.messages += count;
         this.maybeRefresh(alias, state, active);
         const keys = new Array<MessageKeys>(count);
-        for (let i = 0; i < count; i++) keys[i] = deriveMessageKeys(active.dek, messageIds[from + i]!);
+        const ikm = inputOf(active);
+        for (let i = 0; i < count; i++) keys[i] = deriveMessageKeys(ikm, messageIds[from + i]!);
         const dek = active;
         runs.push({
           wrapped: dek.wrapped,
@@ -281,7 +296,7 @@ export class CachedDataKeys implements DataKeySource {
     header: Header,
     signal: Cancellation | undefined,
     caller: AuditCaller | undefined,
-    derive: (dek: Buffer) => T,
+    derive: (dek: DekInput) => T,
   ): Promise<T> {
     this.check(header.keyId, 'decrypt');
     const digest = createHash('sha256').update(header.wrappedDek).digest('hex');
@@ -289,7 +304,7 @@ export class CachedDataKeys implements DataKeySource {
     const cached = this.decrypted.get(key);
     if (cached) {
       this.counters.hits.decrypt++;
-      return derive(cached);
+      return derive(cached.key);
     }
     this.counters.misses.decrypt++;
     this.counters.blockingMisses++;
@@ -517,6 +532,7 @@ export class CachedDataKeys implements DataKeySource {
     if (dek.retired) return;
     dek.retired = true;
     dek.dek.fill(0);
+    dek.key = undefined;
     this.evicted(reason);
   }
 
@@ -584,6 +600,7 @@ export class CachedDataKeys implements DataKeySource {
       this.states.check(result.keyId, 'encrypt');
       return {
         dek,
+        key: dekKeyObject(dek),
         wrapped: { keyId: result.keyId, wrapAlgorithm: result.algorithm, wrappedDek: result.wrapped },
         createdAt: this.now(),
         messages: 0,
@@ -621,7 +638,7 @@ export class CachedDataKeys implements DataKeySource {
       const stored = Buffer.allocUnsafeSlow(DEK_BYTES);
       unwrapped.copy(stored);
       this.hooks.trackDek?.(stored);
-      this.decrypted.set(key, stored);
+      this.decrypted.set(key, { dek: stored, key: dekKeyObject(stored) });
       const forWaiters = Buffer.allocUnsafeSlow(DEK_BYTES);
       unwrapped.copy(forWaiters);
       this.hooks.trackDek?.(forWaiters);
@@ -649,4 +666,10 @@ export class CachedDataKeys implements DataKeySource {
   private evicted(reason: string): void {
     this.counters.evictions[reason] = (this.counters.evictions[reason] ?? 0) + 1;
   }
+}
+
+/** An active DEK's HKDF input. Callers check `usable()` first, so a retired DEK here is a bug. */
+function inputOf(dek: ActiveDek): KeyObject {
+  if (!dek.key) throw new Error('unreachable: a retired DEK was about to seal a message');
+  return dek.key;
 }

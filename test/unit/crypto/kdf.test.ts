@@ -1,7 +1,7 @@
 import assert from 'node:assert/strict';
 import { hkdfSync, randomBytes } from 'node:crypto';
 import { test } from 'node:test';
-import { deriveMessageKeys, hkdfSha256, MESSAGE_KEYS_INFO } from '../../../src/crypto/kdf';
+import { dekKeyObject, deriveMessageKeys, hkdfSha256, MESSAGE_KEYS_INFO } from '../../../src/crypto/kdf';
 
 test('deriveMessageKeys is HKDF-SHA256(DEK, message id, MESSAGE_KEYS_INFO, 96), byte for byte', () => {
   for (let i = 0; i < 500; i++) {
@@ -11,6 +11,11 @@ test('deriveMessageKeys is HKDF-SHA256(DEK, message id, MESSAGE_KEYS_INFO, 96), 
     const okm = Buffer.concat([keys.encryptionKey, keys.headerKey, keys.commitment]);
     assert.deepEqual(okm, hkdfSha256(dek, messageId, MESSAGE_KEYS_INFO, 96));
     assert.deepEqual(okm, Buffer.from(hkdfSync('sha256', dek, messageId, MESSAGE_KEYS_INFO, 96)));
+    const viaKeyObject = deriveMessageKeys(dekKeyObject(dek), messageId);
+    assert.deepEqual(
+      Buffer.concat([viaKeyObject.encryptionKey, viaKeyObject.headerKey, viaKeyObject.commitment]),
+      okm,
+    );
   }
 });
 

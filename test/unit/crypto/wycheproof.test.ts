@@ -8,7 +8,7 @@ import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { test } from 'node:test';
 import { gcmOpen, gcmOpenInto, gcmSeal } from '../../../src/crypto/aead';
-import { hkdfSha256 } from '../../../src/crypto/kdf';
+import { dekKeyObject, hkdfSha256 } from '../../../src/crypto/kdf';
 import { aesKeyUnwrap, aesKeyWrap } from '../../../src/crypto/keywrap';
 import { VECTORS_DIR } from '../../helpers/paths';
 
@@ -215,12 +215,16 @@ test('Wycheproof hkdf_sha256_test.json: hkdfSha256', async (t) => {
       const id = label(tc);
       await t.test(id, () => {
         const derive = () => hkdfSha256(hex(tc.ikm), hex(tc.salt), hex(tc.info), tc.size);
+        // The cache derives through a KeyObject made once per DEK (kdf.ts DekInput): same bytes.
+        const viaKeyObject = () => hkdfSha256(dekKeyObject(hex(tc.ikm)), hex(tc.salt), hex(tc.info), tc.size);
         switch (tc.result) {
           case 'valid':
             assert.equal(derive().toString('hex'), tc.okm, `${id}: okm`);
+            assert.equal(viaKeyObject().toString('hex'), tc.okm, `${id}: okm via a KeyObject`);
             break;
           case 'invalid':
             assert.throws(derive, Error, `${id}: derived ${tc.size} bytes instead of throwing`);
+            assert.throws(viaKeyObject, Error, `${id}: derived ${tc.size} bytes via a KeyObject`);
             break;
           case 'acceptable':
             assert.fail(`${id}: unexpected "acceptable" HKDF vector; decide how sealbox should treat it`);
