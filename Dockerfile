@@ -19,7 +19,8 @@ FROM node:20-bookworm-slim AS runtime
 ENV NODE_ENV=production \
     # glibc keeps large buffers instead of trimming and re-faulting them on every 1 MiB chunk
     # (src/cli/launch.ts SERVER_ENV says why, with the measurements).
-    GLIBC_TUNABLES=glibc.malloc.trim_threshold=268435456:glibc.malloc.mmap_threshold=33554432 \
+    MALLOC_TRIM_THRESHOLD_=268435456 \
+    MALLOC_MMAP_THRESHOLD_=33554432 \
     SEALBOX_DATA_DIR=/var/lib/sealbox \
     SEALBOX_SOCKET=/run/sealbox/sealbox.sock \
     SEALBOX_METRICS=0.0.0.0:9464

@@ -1,4 +1,4 @@
-#!/usr/bin/env -S GLIBC_TUNABLES=glibc.malloc.trim_threshold=268435456:glibc.malloc.mmap_threshold=33554432 node --initial-old-space-size=128
+#!/usr/bin/env -S MALLOC_TRIM_THRESHOLD_=268435456 MALLOC_MMAP_THRESHOLD_=33554432 node --initial-old-space-size=128
 /**
  * The sealbox command line. `sealbox serve` runs the sidecar from a config; `sealbox dev` (what
  * `npm start` runs) creates a local development key on first start and serves with it; `check`,

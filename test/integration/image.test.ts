@@ -421,15 +421,18 @@ describe('the container image (Dockerfile → buildah → run read-only as its u
       }
     });
 
-    test("the sidecar's node runs with sealbox's flags (src/cli/launch.ts)", () => {
+    test("the sidecar's node runs with sealbox's flags and environment (src/cli/launch.ts)", () => {
       const argv = readFileSync(`/proc/${serverPid}/cmdline`, 'utf8').split('\0');
       const script = argv.indexOf('dist/src/cli.js');
       for (const flag of SERVER_NODE_FLAGS) {
         const at = argv.indexOf(flag);
         assert.ok(at > 0 && at < script, `${flag} before the script in ${JSON.stringify(argv)}`);
       }
-      // Its environment comes from the image's ENV, checked in "the image's config" above: glibc parses
-      // GLIBC_TUNABLES in place at start-up (NULs over its ':'), so /proc/PID/environ cannot show it.
+      // And its environment, from the image's ENV (also checked in "the image's config" above).
+      const environ = readFileSync(`/proc/${serverPid}/environ`, 'utf8').split('\0');
+      for (const [name, value] of Object.entries(SERVER_ENV)) {
+        assert.ok(environ.includes(`${name}=${value}`), `${name}=${value} in the sidecar's environment`);
+      }
     });
 
     test('encrypt then decrypt through the socket in the mounted volume: the bytes come back', async () => {
