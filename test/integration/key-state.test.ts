@@ -242,8 +242,12 @@ test('expiry: an expired version wraps nothing new but still decrypts; extending
   const box = await startTestSealbox(config('ks-expiry', { cache: { encrypt: { maxAgeMs: 500 } } }));
   try {
     const watcher = box.sealbox.watcher!;
-    // After each check: the verdict about pay's current version (the only version of ks-expiry).
-    const checks = logChecks(watcher, () => watcher.currentStates().get('pay')?.state);
+    // After each check: the verdict about pay's current version (the only version of ks-expiry), marked
+    // when that check's read got no answer (a timeout on a loaded machine: no verdict, the state stands).
+    const checks = logChecks(watcher, () => {
+      const current = watcher.currentStates().get('pay');
+      return `${current?.state}${current?.lastError === undefined ? '' : ' (no answer)'}`;
+    });
     const { ciphertext } = await encrypt(box.client, 'pay', Buffer.from('before expiry'));
     await keys.updateKeyProperties('ks-expiry', { expiresOn: new Date(Date.now() - 60_000) });
     box.sealbox.flushCache();
@@ -273,16 +277,17 @@ test('expiry: an expired version wraps nothing new but still decrypts; extending
     // Only the watcher lifts 'expired' (it alone reads attributes): an encrypt that succeeded before any
     // check completed after the extension would mean the refusal was not enforced from state.
     assert.ok(checksBeforeResumed >= 1, `wraps resumed after ${checksBeforeResumed} checks`);
-    // Within one poll: a poll in flight while exp was extended may have read the old exp; the next one
-    // reads the new exp. So the first or the second check after the extension says 'enabled'. Fails if
-    // the watcher re-read an expired version less than every poll, or needed several reads to restore.
+    // Within one poll: a poll in flight while exp was extended may have read the old exp; the next read
+    // sees the new exp. So the first or the second answered read after the extension says 'enabled'.
+    // Fails if the watcher re-read an expired version less than every poll, or needed several reads.
     const sinceExtension = checks.records.slice(extendedAt);
     const enabledAt = sinceExtension.indexOf('enabled');
+    const readsBefore = sinceExtension.slice(0, enabledAt).filter((r) => !r.endsWith('(no answer)')).length;
     t.diagnostic(
       `checks after the extension: ${sinceExtension.join(', ')}; encrypt resumed after ${checksBeforeResumed}`,
     );
     assert.ok(
-      enabledAt === 0 || enabledAt === 1,
+      enabledAt >= 0 && readsBefore <= 1,
       `verdicts of the checks after the extension: ${sinceExtension.join(', ')}`,
     );
     // No flapping: every encrypt over the next three polls (DEKs retiring every 0.5 s) succeeds, and
@@ -296,10 +301,10 @@ test('expiry: an expired version wraps nothing new but still decrypts; extending
       count++;
       await sleep(50);
     }
-    assert.deepEqual(
-      checks.records.slice(resumedAt),
-      checks.records.slice(resumedAt).map(() => 'enabled'),
-      'no check after the resumption saw anything but enabled',
+    const later = checks.records.slice(resumedAt);
+    assert.ok(
+      later.every((r) => r.startsWith('enabled')),
+      `no check after the resumption saw anything but enabled: ${later.join(', ')}`,
     );
   } finally {
     await box.close();
@@ -505,6 +510,11 @@ test('a permission removed for good is refused by the confirming check after the
     await until(
       'the cached DEK stops serving',
       async () => (await codeOf(decrypt(box.client, c1))) === 'KEY_DISABLED',
+    );
+    // The check that revoked may still be finishing (after a poll's verdict it runs the confirmations
+    // due, which can take a vault round trip) before it reports: wait for its record.
+    await until('the revoking check reports', async () =>
+      checks.records.some((r) => r.state === 'forbidden'),
     );
     const seen = checks.records.slice(removedAt);
     const report = JSON.stringify(seen);
