@@ -171,7 +171,10 @@ function rawCall<Req>(call: ClientDuplexStream<Req, StreamResponse>, messages: R
   return finished.then(() => Buffer.concat(parts));
 }
 
-/** Rejects if `promise` has not settled after `ms`: a hung call fails its test instead of the run. */
+/**
+ * Rejects if `promise` has not settled after `ms`: a hung call fails its test instead of the run. A
+ * give-up, not a speed bound (issue 14): `ms` must be far beyond what a loaded machine needs.
+ */
 async function withDeadline<T>(promise: Promise<T>, ms: number, what: string): Promise<T> {
   let timer: NodeJS.Timeout | undefined;
   const deadline = new Promise<never>((_, reject) => {
@@ -403,13 +406,13 @@ describe('streams larger than the in-flight byte budget', () => {
             const plaintext = randomBytes(size);
             const sealed = await withDeadline(
               encryptStream(sb.client, sb.alias, [plaintext]),
-              5_000,
+              60_000,
               'EncryptStream',
             );
             assertShape(sealed.data, size, DEFAULT_CHUNK_SIZE, {});
             const opened = await withDeadline(
               decryptStream(sb.client, [sealed.data]),
-              5_000,
+              60_000,
               'DecryptStream',
             );
             assert.equal(opened.data.length, size, 'DecryptStream ended OK with missing plaintext');

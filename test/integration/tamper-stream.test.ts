@@ -48,9 +48,10 @@ function every(step: number, length: number): number[] {
 
 /**
  * A call on a local socket ends in milliseconds; one that has not ended after this long never will
- * (the helpers set no deadline), so the test fails instead of hanging.
+ * (the helpers set no deadline), so the test fails instead of hanging. A give-up, not a speed bound
+ * (issue 14): generous enough that a loaded machine cannot reach it, short of the runner's timeout.
  */
-const STATUS_TIMEOUT_MS = 2500;
+const STATUS_TIMEOUT_MS = 30_000;
 
 function settle<T>(promise: Promise<T>, what: string): Promise<T> {
   let timer: NodeJS.Timeout | undefined;
