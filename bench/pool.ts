@@ -19,6 +19,7 @@ import { mkdtempSync, readFileSync, writeFileSync } from 'node:fs';
 import { availableParallelism, tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { parseArgs } from 'node:util';
+import { SERVER_ENV, SERVER_NODE_FLAGS } from '../src/cli/launch';
 import { mergeConfigInput } from '../src/config/config';
 import { createLocalKeyFile } from '../src/kek/local';
 import { writeRatioChart } from './lib/chart';
@@ -197,12 +198,25 @@ async function spawnPinned(mode: PoolMode, cpus: string | undefined, label: stri
   );
   const configFile = join(dir, 'config.json');
   writeFileSync(configFile, `${JSON.stringify(config, null, 2)}\n`, { mode: 0o600 });
-  const node = [process.execPath, '--require', WATCH_PARENT, '--require', LOOP_DELAY, CLI_PATH];
+  // Started as sealbox ships (src/cli/launch.ts), like every other bench server.
+  const node = [
+    process.execPath,
+    ...SERVER_NODE_FLAGS,
+    '--require',
+    WATCH_PARENT,
+    '--require',
+    LOOP_DELAY,
+    CLI_PATH,
+  ];
   const argv = [...node, 'serve', '--config', configFile];
+  const spawnOptions = {
+    stdio: ['ignore', 'ignore', 'pipe', 'ipc'] as ('ignore' | 'pipe' | 'ipc')[],
+    env: { ...process.env, ...SERVER_ENV },
+  };
   // taskset execs node: same pid, the IPC channel's fd inherited.
   const child: ChildProcess = cpus
-    ? spawn('taskset', ['-c', cpus, ...argv], { stdio: ['ignore', 'ignore', 'pipe', 'ipc'] })
-    : spawn(argv[0]!, argv.slice(1), { stdio: ['ignore', 'ignore', 'pipe', 'ipc'] });
+    ? spawn('taskset', ['-c', cpus, ...argv], spawnOptions)
+    : spawn(argv[0]!, argv.slice(1), spawnOptions);
   trackChild(child);
   child.stderr?.on('data', (chunk: Buffer) => {
     for (const line of chunk.toString('utf8').split('\n'))
