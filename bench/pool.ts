@@ -14,7 +14,7 @@
  *
  *   node <build>/bench/pool.js [--tiny|--quick|--full] [--seconds N] [--warmup N] [--probe-rate R]
  */
-import { type ChildProcess, execFileSync, spawn } from 'node:child_process';
+import { type ChildProcess, execFileSync, type SpawnOptions, spawn } from 'node:child_process';
 import { mkdtempSync, readFileSync, writeFileSync } from 'node:fs';
 import { availableParallelism, tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -209,8 +209,8 @@ async function spawnPinned(mode: PoolMode, cpus: string | undefined, label: stri
     CLI_PATH,
   ];
   const argv = [...node, 'serve', '--config', configFile];
-  const spawnOptions = {
-    stdio: ['ignore', 'ignore', 'pipe', 'ipc'] as ('ignore' | 'pipe' | 'ipc')[],
+  const spawnOptions: SpawnOptions = {
+    stdio: ['ignore', 'ignore', 'pipe', 'ipc'],
     env: { ...process.env, ...SERVER_ENV },
   };
   // taskset execs node: same pid, the IPC channel's fd inherited.

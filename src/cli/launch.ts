@@ -34,12 +34,13 @@ export const SERVER_NODE_FLAGS: readonly string[] = ['--initial-old-space-size=1
  * https://www.gnu.org/software/libc/manual/html_node/Memory-Allocation-Tunables.html). Not through
  * GLIBC_TUNABLES, which says the same in more bytes: the `sealbox` command's shebang carries these,
  * and kernels before 5.1 (RHEL 8's 4.18, Debian 10's 4.19) read only the first 127 bytes of a shebang
- * line; with GLIBC_TUNABLES it was 142 and node got a cut-off flag. Same effect on this machine's
- * glibc 2.36 (Debian 12, the image's): node AES-GCM over 1 MiB buffers 533 → 3,211 MB/s with
- * GLIBC_TUNABLES, → 3,192 with these.
- * Measured: node's AES-GCM on 1 MiB buffers 1.4 → 1.7 GB/s (PERF-NOTES.md), and a DecryptStream
- * load generator's CPU 2.6–3.1 → 1.6–1.8 s/GB, most of it page faults under Buffer copies. The 1 GiB
- * stream stays under its RSS bound with it (147 MiB inline, 246 MiB workers).
+ * line; with GLIBC_TUNABLES it was 142 and node got a cut-off flag. The two spellings measured the
+ * same on glibc 2.36 (Debian 12, the image's): node AES-GCM over 1 MiB buffers 533 MB/s without,
+ * 3,211 with GLIBC_TUNABLES, 3,192 with these.
+ *
+ * What they buy, measured: node's AES-GCM on 1 MiB buffers 1.4 → 1.7 GB/s (PERF-NOTES.md), and a
+ * DecryptStream load generator's CPU 2.6–3.1 → 1.6–1.8 s/GB, most of it page faults under Buffer
+ * copies. The 1 GiB stream stays under its RSS bound with them (147 MiB inline, 246 MiB workers).
  */
 export const SERVER_ENV: Readonly<Record<string, string>> = {
   MALLOC_TRIM_THRESHOLD_: '268435456',

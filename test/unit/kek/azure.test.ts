@@ -468,9 +468,8 @@ describe('one crypto client per key version', () => {
     process.on('warning', onWarning);
     try {
       // 30 distinct versions met at once: 30 shared look-ups in flight, each listening on `closing`.
-      let peak = 0;
       const all = Promise.all(wraps.map((w) => fresh.unwrap(w.keyId, w.algorithm, w.wrapped)));
-      peak = getEventListeners(closing, 'abort').length;
+      const peak = getEventListeners(closing, 'abort').length;
       await all;
       await new Promise((resolve) => setImmediate(resolve)); // warnings are emitted on a later tick
       assert.ok(peak >= 11, `the burst was concurrent (${peak} listeners at once)`);
