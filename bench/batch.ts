@@ -9,6 +9,8 @@
  * Writes bench/results/batch-<ts>.{json,svg}.
  *
  *   node <build>/bench/batch.js [--tiny|--quick|--full] [--seconds N] [--warmup N] [--config JSON]
+ *     [--in-flight N] [--only id,id]   (--only runs just those cases, e.g. batch-encrypt-1024b-x1000,
+ *     for profiling; ratios whose cases did not run are left out)
  */
 import { join } from 'node:path';
 import { parseArgs } from 'node:util';
@@ -43,6 +45,8 @@ function options() {
       seconds: { type: 'string' },
       warmup: { type: 'string' },
       config: { type: 'string', default: '{}' },
+      'in-flight': { type: 'string' },
+      only: { type: 'string' },
     },
   });
   const profile = pickProfile(values);
@@ -52,10 +56,11 @@ function options() {
     recordBytes: tiny ? [100] : [100, 1024],
     batchSizes: tiny ? [100] : [100, 1000],
     unaryConcurrency: tiny ? 16 : 64,
-    batchConcurrency: 2,
+    batchConcurrency: Math.max(1, Math.floor(numberFlag('in-flight', values['in-flight'], 2))),
     seconds: numberFlag('seconds', values.seconds, { tiny: 0.5, quick: 3, full: 10 }[profile]),
     warmup: numberFlag('warmup', values.warmup, { tiny: 0.25, quick: 1, full: 2 }[profile]),
     config: parseConfig(values.config ?? '{}'),
+    only: values.only?.split(','),
   };
 }
 
@@ -136,48 +141,51 @@ async function main(): Promise<number> {
   try {
     await vault.resetCounters();
     const total = opts.recordBytes.length * OPS.length * (1 + opts.batchSizes.length);
+    const wanted = (id: string) => opts.only === undefined || opts.only.includes(id);
+    const per = (s: number | undefined, n: number) => (s !== undefined && n > 0 ? (s / n) * 1e6 : undefined);
     let step = 0;
     for (const bytes of opts.recordBytes) {
       for (const op of OPS) {
         step++;
         const unaryId = caseId('unary', op, bytes, 1);
-        progress(`[${step}/${total}] ${unaryId}…`);
-        const run = await runUnaryClient(
-          {
-            target: sealbox.target,
-            mode: op,
+        if (wanted(unaryId)) {
+          progress(`[${step}/${total}] ${unaryId}…`);
+          const run = await runUnaryClient(
+            {
+              target: sealbox.target,
+              mode: op,
+              concurrency: opts.unaryConcurrency,
+              payloadBytes: bytes,
+              seconds: opts.seconds,
+              warmup: opts.warmup,
+              keyAlias: BENCH_KEY_ALIAS,
+              drainSeconds: 5,
+            },
+            { server: sealbox.pid },
+          );
+          const calls = (run.client?.windowOk ?? 0) + (run.client?.windowFailed ?? 0);
+          results.push({
+            id: unaryId,
+            op,
+            api: 'unary',
+            recordBytes: bytes,
+            batchSize: 1,
             concurrency: opts.unaryConcurrency,
-            payloadBytes: bytes,
-            seconds: opts.seconds,
-            warmup: opts.warmup,
-            keyAlias: BENCH_KEY_ALIAS,
-            drainSeconds: 5,
-          },
-          { server: sealbox.pid },
-        );
-        const calls = (run.client?.windowOk ?? 0) + (run.client?.windowFailed ?? 0);
-        const per = (s: number | undefined, n: number) =>
-          s !== undefined && n > 0 ? (s / n) * 1e6 : undefined;
-        results.push({
-          id: unaryId,
-          op,
-          api: 'unary',
-          recordBytes: bytes,
-          batchSize: 1,
-          concurrency: opts.unaryConcurrency,
-          recordsPerSecond: run.error ? undefined : run.client?.reqPerSecond,
-          serverCpuUsPerRecord: per(run.cpuSeconds['server'], calls),
-          clientCpuUsPerRecord: per(run.client?.clientCpuSeconds, calls),
-          p50Ms: run.client?.latency.p50Ms,
-          p99Ms: run.client?.latency.p99Ms,
-          expansionBytes: undefined,
-          failed: run.client?.totalFailed ?? 0,
-          ...(run.error ? { error: run.error } : {}),
-        });
-        report(results.at(-1)!);
+            recordsPerSecond: run.error ? undefined : run.client?.reqPerSecond,
+            serverCpuUsPerRecord: per(run.cpuSeconds['server'], calls),
+            clientCpuUsPerRecord: per(run.client?.clientCpuSeconds, calls),
+            p50Ms: run.client?.latency.p50Ms,
+            p99Ms: run.client?.latency.p99Ms,
+            expansionBytes: undefined,
+            failed: run.client?.totalFailed ?? 0,
+            ...(run.error ? { error: run.error } : {}),
+          });
+          report(results.at(-1)!);
+        }
         for (const n of opts.batchSizes) {
           step++;
           const id = caseId('batch', op, bytes, n);
+          if (!wanted(id)) continue;
           progress(`[${step}/${total}] ${id}…`);
           const b = await runBatchClient(
             {

@@ -7,7 +7,7 @@
  */
 import { type ChildProcess, fork } from 'node:child_process';
 import { basename } from 'node:path';
-import { cpuTime, stopChild, trackChild } from './proc';
+import { clientNodeArgs, cpuTime, stopChild, trackChild } from './proc';
 
 /** Slack past the client's expected run time before it is killed. */
 const KILL_SLACK_SECONDS = 120;
@@ -84,7 +84,7 @@ export async function driveClient<T extends { readonly error?: string }, H = unk
   args: readonly string[],
   options: DriveOptions<H>,
 ): Promise<ClientRun<T, H>> {
-  const child = fork(script, args, { stdio: ['ignore', 'pipe', 'inherit', 'ipc'], execArgv: [] });
+  const child = fork(script, args, { stdio: ['ignore', 'pipe', 'inherit', 'ipc'], execArgv: clientNodeArgs() });
   trackChild(child);
   options.onChild?.(child);
   const cpu = new CpuWindow(options.watch);

@@ -6,7 +6,7 @@ import { type ChildProcess, fork } from 'node:child_process';
 import { join } from 'node:path';
 import { SERVER_ENV, SERVER_NODE_FLAGS } from '../../src/cli/launch';
 import type { StreamClientResult } from '../stream-client';
-import { BENCH_LIB_DIR, cpuTime, RssSampler, type RssSummary, stopChild, trackChild } from './proc';
+import { BENCH_LIB_DIR, clientNodeArgs, cpuTime, RssSampler, type RssSummary, stopChild, trackChild } from './proc';
 import { type ProbeDelta, type ProbeSnapshot, probeDelta, type ServerProbe } from './server-probe';
 
 const STREAM_CLIENT_PATH = join(BENCH_LIB_DIR, '..', 'stream-client.js');
@@ -75,7 +75,7 @@ export async function runStreamClient(
   // DecryptStream client measured 4.0 vs 1.7 CPU s/GB), and on 2 cores its CPU is the server's.
   const child = fork(STREAM_CLIENT_PATH, args, {
     stdio: ['ignore', 'pipe', 'inherit', 'ipc'],
-    execArgv: [...SERVER_NODE_FLAGS],
+    execArgv: [...SERVER_NODE_FLAGS, ...clientNodeArgs()],
     env: { ...process.env, ...SERVER_ENV },
   });
   trackChild(child);

@@ -13,6 +13,15 @@ export const BENCH_LIB_DIR = __dirname;
 /** The preload that makes children exit when the benchmark dies. */
 export const WATCH_PARENT = join(__dirname, 'watch-parent.js');
 
+/**
+ * Extra node flags for the load generators (stream, unary and batch clients), not for the servers:
+ * SEALBOX_BENCH_CLIENT_NODE_ARGS, space-separated, e.g. "--cpu-prof --cpu-prof-dir=/tmp/c" (node
+ * refuses --cpu-prof in NODE_OPTIONS). The servers' twin is SEALBOX_BENCH_SERVER_NODE_ARGS (servers.ts).
+ */
+export function clientNodeArgs(): string[] {
+  return (process.env['SEALBOX_BENCH_CLIENT_NODE_ARGS'] ?? '').split(' ').filter(Boolean);
+}
+
 const MiB = 1024 * 1024;
 
 /** Resident set size of `pid` in bytes (VmRSS), or undefined if the process is gone. */

@@ -21,19 +21,40 @@ import { MAX_CHUNKS } from './format';
 export const CHUNK_OVERHEAD = TAG_BYTES;
 
 export function chunkNonce(index: number, final: boolean): Buffer {
-  const nonce = Buffer.alloc(NONCE_BYTES);
+  return writeNonce(Buffer.alloc(NONCE_BYTES), index, final);
+}
+
+export function chunkAad(messageId: Uint8Array, index: number, final: boolean): Buffer {
+  return writeAad(Buffer.allocUnsafe(messageId.length + 5), messageId, index, final);
+}
+
+function writeNonce(nonce: Buffer, index: number, final: boolean): Buffer {
+  nonce.fill(0, 0, 7);
   nonce.writeUInt32BE(index, 7);
   nonce[11] = final ? 1 : 0;
   return nonce;
 }
 
-export function chunkAad(messageId: Uint8Array, index: number, final: boolean): Buffer {
-  const aad = Buffer.allocUnsafe(messageId.length + 5);
+function writeAad(aad: Buffer, messageId: Uint8Array, index: number, final: boolean): Buffer {
   aad.set(messageId, 0);
   aad.writeUInt32BE(index, messageId.length);
   aad[messageId.length + 4] = final ? 1 : 0;
   return aad;
 }
+
+/**
+ * One nonce and one AAD buffer per thread, rewritten for every chunk: a one-chunk batch item would
+ * otherwise allocate both per item. Safe because each is consumed before the next chunk rewrites it:
+ * createCipheriv copies the nonce into the cipher context and setAAD absorbs the AAD at once, both
+ * synchronously inside gcmSealInto / gcmOpenInto.
+ */
+const scratchNonce = Buffer.alloc(NONCE_BYTES);
+const scratchAad = Buffer.alloc(32 + 5);
+const nonceFor = (index: number, final: boolean) => writeNonce(scratchNonce, index, final);
+const aadFor = (messageId: Uint8Array, index: number, final: boolean) =>
+  messageId.length + 5 === scratchAad.length
+    ? writeAad(scratchAad, messageId, index, final)
+    : chunkAad(messageId, index, final);
 
 /** A run of consecutive chunks of one message, sealed or opened together (one pool task). */
 export interface ChunkBatch {
@@ -90,8 +111,8 @@ export function sealChunks(batch: ChunkBatch): Buffer {
     const index = batch.firstIndex + i;
     written = gcmSealInto(
       batch.key,
-      chunkNonce(index, isFinal),
-      chunkAad(batch.messageId, index, isFinal),
+      nonceFor(index, isFinal),
+      aadFor(batch.messageId, index, isFinal),
       data.subarray(read, end),
       out,
       written,
@@ -142,8 +163,8 @@ export function openChunks(batch: ChunkBatch): OpenResult {
         ? -1
         : gcmOpenInto(
             batch.key,
-            chunkNonce(index, isFinal),
-            chunkAad(batch.messageId, index, isFinal),
+            nonceFor(index, isFinal),
+            aadFor(batch.messageId, index, isFinal),
             record,
             out,
             written,
@@ -158,8 +179,8 @@ export function openChunks(batch: ChunkBatch): OpenResult {
           record.length === recordSize &&
           gcmOpenInto(
             batch.key,
-            chunkNonce(index, false),
-            chunkAad(batch.messageId, index, false),
+            nonceFor(index, false),
+            aadFor(batch.messageId, index, false),
             record,
             out,
             headroom,

@@ -79,10 +79,26 @@ export function isValidChunkSize(size: number): boolean {
   return Number.isInteger(size) && size >= MIN_CHUNK_SIZE && size <= MAX_CHUNK_SIZE;
 }
 
-/** Builds and tags a header. Precondition: fields are within the format's bounds (checked here). */
-export function buildHeader(fields: HeaderFields, keys: MessageKeys): Buffer {
-  const keyId = Buffer.from(fields.keyId, 'utf8');
-  const alg = Buffer.from(fields.wrapAlgorithm, 'ascii');
+/** A header's total size and its encoded variable fields (headerLayout). */
+export interface HeaderLayout {
+  readonly size: number;
+  readonly keyId: Buffer;
+  readonly alg: Buffer;
+}
+
+/** The last key id and wrap algorithm encoded: a batch under one key encodes them once (read-only). */
+let lastKeyId: { text: string; bytes: Buffer } | undefined;
+let lastAlg: { text: string; bytes: Buffer } | undefined;
+
+/** Checks the fields against the format's bounds and returns the header's size. Throws RangeError. */
+export function headerLayout(fields: HeaderFields): HeaderLayout {
+  if (lastKeyId?.text !== fields.keyId)
+    lastKeyId = { text: fields.keyId, bytes: Buffer.from(fields.keyId, 'utf8') };
+  if (lastAlg?.text !== fields.wrapAlgorithm) {
+    lastAlg = { text: fields.wrapAlgorithm, bytes: Buffer.from(fields.wrapAlgorithm, 'ascii') };
+  }
+  const keyId = lastKeyId.bytes;
+  const alg = lastAlg.bytes;
   if (fields.messageId.length !== MESSAGE_ID_BYTES) throw new RangeError('message id must be 32 bytes');
   if (!isValidChunkSize(fields.chunkSize)) throw new RangeError('chunk size out of bounds');
   if (fields.contextBytes.length > MAX_CONTEXT_BYTES) throw new RangeError('context too large');
@@ -104,7 +120,22 @@ export function buildHeader(fields: HeaderFields, keys: MessageKeys): Buffer {
     2 +
     fields.wrappedDek.length +
     HEADER_TAG_BYTES;
-  const out = Buffer.alloc(size);
+  return { size, keyId, alg };
+}
+
+/**
+ * Writes the tagged header into `out[0, layout.size)` (every byte of it; `out` may be uninitialized)
+ * and returns its size. For a caller that sealed the body after `layout.size` bytes of headroom, so
+ * header and body share one buffer without a copy (EncryptBatch).
+ */
+export function writeHeader(
+  fields: HeaderFields,
+  keys: MessageKeys,
+  out: Buffer,
+  layout: HeaderLayout = headerLayout(fields),
+): number {
+  if (out.length < layout.size) throw new RangeError('output buffer too small for the header');
+  const { keyId, alg } = layout;
   let at = MAGIC.copy(out, 0);
   at = out.writeUInt8(FORMAT_VERSION, at);
   at = out.writeUInt16BE(SUITE_AES256GCM_HKDF_HMAC_COMMIT, at);
@@ -123,6 +154,14 @@ export function buildHeader(fields: HeaderFields, keys: MessageKeys): Buffer {
   out.set(fields.wrappedDek, at);
   at += fields.wrappedDek.length;
   headerTag(keys.headerKey, out.subarray(0, at)).copy(out, at);
+  return at + HEADER_TAG_BYTES;
+}
+
+/** Builds and tags a header in a buffer of its own. Precondition: fields are within the format's bounds (checked here). */
+export function buildHeader(fields: HeaderFields, keys: MessageKeys): Buffer {
+  const layout = headerLayout(fields);
+  const out = Buffer.alloc(layout.size);
+  writeHeader(fields, keys, out, layout);
   return out;
 }
 

@@ -35,10 +35,11 @@ import {
   MAX_CONTEXT_BYTES,
 } from '../crypto/context';
 import {
-  buildHeader,
   COMMITMENT_BYTES,
   HEADER_TAG_BYTES,
   type Header,
+  type HeaderFields,
+  headerLayout,
   MAX_KEY_ID_BYTES,
   MAX_WRAP_ALG_BYTES,
   MAX_WRAPPED_DEK_BYTES,
@@ -46,6 +47,7 @@ import {
   MIN_CHUNK_SIZE,
   parseHeader,
   verifyHeader,
+  writeHeader,
 } from '../crypto/format';
 import { type MessageKeys, zeroMessageKeys } from '../crypto/kdf';
 import { openFailure } from '../crypto/message';
@@ -53,6 +55,7 @@ import { ErrorCode, SealboxError } from '../errors';
 import type { AuditCaller } from '../kek/audit';
 import type { ChunkPool } from '../pool/pool';
 import { type Cancellation, signalOf } from '../util/abort';
+import { SlabAllocator } from '../util/slab';
 import { ALLOW_ALL, type KeyAccess } from './access';
 import { isItemError } from './rewrap';
 
@@ -69,6 +72,11 @@ export interface BatchOptions {
 export const SLICE_ITEMS = 64;
 /** A slice ends once its items hold this many bytes (at least one item per slice). */
 export const SLICE_BYTES = 256 * 1024;
+/**
+ * Items' outputs (ciphertexts, plaintexts) are views of slabs of this size, one slab after another
+ * per call (util/slab.ts); an item whose output is larger gets a buffer of its own.
+ */
+const OUTPUT_SLAB_BYTES = 64 * 1024;
 
 /** The largest version 1 header (format.ts): what DecryptBatch allows per item beyond the plaintext. */
 export const MAX_V1_HEADER_BYTES =
@@ -183,6 +191,7 @@ export class BatchEnvelope {
     const results = new Array<EncryptBatchResult>(items.length);
     const verdicts = new Map<string, SealboxError | null>();
     const chunkSize = this.options.defaultChunkSize;
+    const outputs = new SlabAllocator(OUTPUT_SLAB_BYTES);
     for (let start = 0; start < items.length; ) {
       const end = sliceEnd(items, start, (item) => item.plaintext?.length ?? 0);
       // Shape, access and context, item by item; valid items grouped by alias.
@@ -260,22 +269,17 @@ export class BatchEnvelope {
               const keys = run.keys[j]!;
               const plaintext = items[i]!.plaintext;
               try {
-                const header = buildHeader(
+                const sealing = this.seal(
+                  keys,
                   {
                     messageId: messageIds[i - start]!,
                     chunkSize,
                     contextBytes: contexts[i - start]!,
                     ...run.wrapped,
                   },
-                  keys,
-                );
-                const sealing = this.seal(
-                  keys,
-                  messageIds[i - start]!,
-                  chunkSize,
                   plaintext,
-                  header,
                   run,
+                  outputs,
                   signal,
                 );
                 // No promise per item unless the item went to a worker.
@@ -317,6 +321,7 @@ export class BatchEnvelope {
     const signal = signalOf(cancellation);
     const results = new Array<DecryptBatchResult>(items.length);
     const verdicts = new Map<string, SealboxError | null>();
+    const outputs = new SlabAllocator(OUTPUT_SLAB_BYTES);
     for (let start = 0; start < items.length; ) {
       const end = sliceEnd(items, start, (item) => item.ciphertext?.length ?? 0);
       // Parse and check each header; group items by the DEK they need (key id, algorithm, wrapped DEK).
@@ -363,7 +368,7 @@ export class BatchEnvelope {
             try {
               verifyHeader(header, keys);
               checkExpectedContext(header.context, items[i]!.expectedContext ?? {});
-              const opening = this.open(keys, header, items[i]!.ciphertext, signal);
+              const opening = this.open(keys, header, items[i]!.ciphertext, outputs, signal);
               const plaintext = Buffer.isBuffer(opening) ? opening : await opening;
               results[i] = { plaintext, keyId: header.keyId, context: header.context };
             } catch (err) {
@@ -423,36 +428,38 @@ export class BatchEnvelope {
   }
 
   /**
-   * One item's ciphertext: header ‖ chunks, sealed synchronously into one buffer (the header copied
-   * into its headroom), or on a worker when the item is too large to run inline.
+   * One item's ciphertext: header ‖ chunks in one buffer, sealed synchronously into a view of the
+   * call's slab with the header written into its headroom, or on a worker when the item is too large
+   * to run inline.
    */
   private seal(
     keys: MessageKeys,
-    messageId: Buffer,
-    chunkSize: number,
+    fields: HeaderFields,
     plaintext: Buffer,
-    header: Buffer,
     run: EncryptKeyRun,
+    outputs: SlabAllocator,
     signal?: AbortSignal,
   ): Buffer | Promise<Buffer> {
+    // Checks the fields (RangeError) before any sealing.
+    const layout = headerLayout(fields);
     const batch = {
       key: keys.encryptionKey,
-      messageId,
-      chunkSize,
+      messageId: fields.messageId,
+      chunkSize: fields.chunkSize,
       firstIndex: 0,
       final: true,
       data: plaintext,
-      headroom: header.length,
+      headroom: layout.size,
     };
     if (this.pool.runsInline(plaintext.length)) {
-      const out = this.pool.sealInline(batch);
-      header.copy(out, 0);
+      const out = this.pool.sealInline({ ...batch, allocate: outputs.allocate });
+      writeHeader(fields, keys, out, layout);
       return out;
     }
     // A worker gets a buffer of its own to transfer; time passes, so the key version is checked again.
     this.keys.check?.(run.wrapped.keyId, 'encrypt');
     return this.pool.seal({ ...batch, data: Buffer.from(plaintext) }, signal).then((out) => {
-      header.copy(out, 0);
+      writeHeader(fields, keys, out, layout);
       return out;
     });
   }
@@ -462,6 +469,7 @@ export class BatchEnvelope {
     keys: MessageKeys,
     header: Header,
     ciphertext: Buffer,
+    outputs: SlabAllocator,
     signal?: AbortSignal,
   ): Buffer | Promise<Buffer> {
     const body = ciphertext.subarray(header.length);
@@ -472,7 +480,9 @@ export class BatchEnvelope {
       firstIndex: 0,
       final: true,
     };
-    if (this.pool.runsInline(body.length)) return opened(this.pool.openInline({ ...batch, data: body }));
+    if (this.pool.runsInline(body.length)) {
+      return opened(this.pool.openInline({ ...batch, data: body, allocate: outputs.allocate }));
+    }
     this.keys.check?.(header.keyId, 'decrypt');
     return this.pool.open({ ...batch, data: Buffer.from(body) }, signal).then(opened);
   }

@@ -19,12 +19,14 @@ import {
   buildHeader,
   COMMITMENT_BYTES,
   type Header,
+  headerLayout,
   MAX_CHUNKS,
   MAX_KEY_ID_BYTES,
   MAX_WRAP_ALG_BYTES,
   MAX_WRAPPED_DEK_BYTES,
   MESSAGE_ID_BYTES,
   parseHeader,
+  writeHeader,
 } from '../../../src/crypto/format';
 import { CiphertextReader, PlaintextFramer, type Segment } from '../../../src/crypto/framing';
 import { deriveMessageKeys } from '../../../src/crypto/kdf';
@@ -387,6 +389,51 @@ describe('CiphertextReader', () => {
     throwsCode(() => reader.push(bad), ErrorCode.CIPHERTEXT_MALFORMED, /chunk size 4294967295/);
   });
 });
+
+test('writeHeader into a dirty buffer writes exactly the bytes buildHeader does, under alternating key ids', () => {
+  const keys = deriveMessageKeys(randomBytes(32), randomBytes(MESSAGE_ID_BYTES));
+  // Alternating ids and algorithms: headerLayout's one-entry memo of the last encoded ones must follow.
+  const variants = [
+    { keyId: 'https://v.vault.azure.net/keys/a/1', wrapAlgorithm: 'RSA-OAEP-256' },
+    { keyId: 'https://v.vault.azure.net/keys/ä/2', wrapAlgorithm: 'A256KW' },
+    { keyId: 'https://v.vault.azure.net/keys/a/1', wrapAlgorithm: 'A256KW' },
+  ];
+  for (const [n, v] of [...variants, ...variants].entries()) {
+    const fields = {
+      messageId: randomBytes(MESSAGE_ID_BYTES),
+      chunkSize: 65536,
+      contextBytes: encodeContext({ row: String(n) }),
+      wrappedDek: randomBytes(40 + n),
+      ...v,
+    };
+    const built = buildHeader(fields, keys);
+    const layout = headerLayout(fields);
+    assert.equal(layout.size, built.length);
+    const out = Buffer.alloc(layout.size + 7, 0xa5);
+    assert.equal(writeHeader(fields, keys, out, layout), built.length);
+    assert.deepEqual(out.subarray(0, built.length), built, `variant ${n}`);
+    assert.ok(
+      out.subarray(built.length).every((x) => x === 0xa5),
+      'nothing written past the header',
+    );
+    const parsed = parseHeader(out);
+    assert.equal(parsed?.keyId, v.keyId);
+    assert.equal(parsed?.wrapAlgorithm, v.wrapAlgorithm);
+  }
+  assert.throws(() => writeHeader({ ...variantFields(), keyId: '' }, keys, Buffer.alloc(4096)), RangeError);
+  assert.throws(() => writeHeader(variantFields(), keys, Buffer.alloc(10)), /too small/);
+});
+
+function variantFields() {
+  return {
+    messageId: randomBytes(MESSAGE_ID_BYTES),
+    chunkSize: 65536,
+    contextBytes: encodeContext({}),
+    keyId: 'k',
+    wrapAlgorithm: 'A256KW',
+    wrappedDek: randomBytes(40),
+  };
+}
 
 /** Offsets of the variable-position fields of a header built by `buildHeader`. */
 function layout(header: Buffer): { keyIdLength: number; algLength: number; wrappedLength: number } {
