@@ -76,16 +76,22 @@ export function kmsHandlers(deps: KmsServerDeps): KeyManagementServiceHandlers {
     const started = process.hrtime.bigint();
     const seconds = () => Number(process.hrtime.bigint() - started) / 1e9;
     const abort = new AbortController();
-    call.on('cancelled', () => abort.abort(new SealboxError(ErrorCode.CANCELLED, 'call cancelled')));
+    let answered = false;
+    // grpc-js emits 'cancelled' also once a finished call closes: only a call still working is aborted.
+    call.on('cancelled', () => {
+      if (!answered) abort.abort(new SealboxError(ErrorCode.CANCELLED, 'call cancelled'));
+    });
     // The uid is the apiserver's request id (a UUID); bounded so a caller cannot flood the audit log.
     const uid = (call.request.uid ?? '').slice(0, 128);
     const caller: AuditCaller = { caller: `kms:${method}`, peer: call.getPeer(), ...(uid ? { uid } : {}) };
     work(abort.signal, caller).then(
       (response) => {
+        answered = true;
         onCall?.(method, 'ok', seconds());
         callback(null, response);
       },
       (err: unknown) => {
+        answered = true;
         const error = toServiceError(err, log, `kms:${method}`);
         onCall?.(method, String(error.metadata?.get(ERROR_CODE_TRAILER)[0] ?? ErrorCode.INTERNAL), seconds());
         callback(error);

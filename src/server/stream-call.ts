@@ -81,6 +81,9 @@ export class StreamCall<Req, Res extends DataResponse> {
   ) {
     narrowStreamBuffers(call);
     call.on('cancelled', () => {
+      // grpc-js emits 'cancelled' on every call's close, also after a normal end: no error object
+      // (and its stack trace) is built for a call that has already finished.
+      if (this.ended) return;
       this.finishWith(
         new SealboxError(ErrorCode.CANCELLED, 'call cancelled by the client or its deadline'),
         false,
