@@ -73,6 +73,12 @@ class ByteQueue {
     return out;
   }
 
+  /** Whether any queued bytes are a view of `memory` (an ArrayBuffer a pushed buffer lies in). */
+  holds(memory: ArrayBufferLike): boolean {
+    for (const piece of this.pieces) if (piece.buffer === memory) return true;
+    return false;
+  }
+
   /** The first `n` bytes (or fewer), without consuming them. */
   peek(n: number): Buffer {
     const first = this.pieces[0];
@@ -136,6 +142,15 @@ export class PlaintextFramer {
     return this.queue.length;
   }
 
+  /**
+   * Whether the bytes held back (not yet in a segment) include a view of `memory`: until they do
+   * not, a pushed buffer in that memory must not be reused. Segments already returned are the
+   * caller's to track.
+   */
+  holds(memory: ArrayBufferLike): boolean {
+    return this.queue.holds(memory);
+  }
+
   /** Adds plaintext; returns the non-final segments it completed. */
   push(data: Buffer): Segment[] {
     if (this.finished) throw new Error('push after finish');
@@ -197,6 +212,11 @@ export class CiphertextReader {
   /** The header once it has been read in full. */
   get header(): Header | undefined {
     return this.parsed;
+  }
+
+  /** As PlaintextFramer.holds. (A parsed header holds copies, never views.) */
+  holds(memory: ArrayBufferLike): boolean {
+    return this.queue.holds(memory);
   }
 
   /** Adds ciphertext; returns the header if it just completed, and the non-final segments now whole. */

@@ -61,6 +61,14 @@ export class EnvelopeService {
     private readonly kek?: RewrapKeys,
   ) {}
 
+  /**
+   * True when every segment is sealed or opened synchronously, on this thread, when its seal/open is
+   * called (no worker pool): once that returns, nothing reads the segment's bytes any more.
+   */
+  get synchronous(): boolean {
+    return this.pool.alwaysInline;
+  }
+
   /** True when Rewrap can run (the service was given the KEK registry). */
   get canRewrap(): boolean {
     return this.kek !== undefined;
@@ -277,6 +285,11 @@ export class EncryptSession {
   }
 
   /** Ends the plaintext; returns the final segment. */
+  /** Whether the plaintext held back includes a view of `memory` (PlaintextFramer.holds). */
+  holds(memory: ArrayBufferLike): boolean {
+    return this.framer.holds(memory);
+  }
+
   finish(): Segment {
     return this.framer.finish();
   }
@@ -357,6 +370,11 @@ export class DecryptSession {
     this.header = header;
     this.info = { keyId: header.keyId, context: header.context };
     return { info: this.info, segments };
+  }
+
+  /** Whether the ciphertext held back includes a view of `memory` (CiphertextReader.holds). */
+  holds(memory: ArrayBufferLike): boolean {
+    return this.reader.holds(memory);
   }
 
   /** Ends the ciphertext; returns the final segment or throws CIPHERTEXT_TRUNCATED. */

@@ -30,6 +30,7 @@ import { BufferRecycler } from '../util/recycler';
 import type { AccessControl, Admitted } from './access';
 import { batchHandlers } from './batch';
 import { rpcCaller } from './callers';
+import { RequestReturns } from './grpc-reassembly';
 import { toServiceError } from './status';
 import { Framed, StreamCall, type StreamLimits } from './stream-call';
 import { RESPONSE_HEADROOM } from './wire';
@@ -266,6 +267,7 @@ export function envelopeHandlers(deps: EnvelopeDeps, peer: PeerKind): EnvelopeHa
         stream.onEnd(() => session.dispose());
         await stream.send({ metadata: { keyId: session.info.keyId, context: session.info.context } });
         await stream.send(session.header);
+        const returns = service.synchronous ? new RequestReturns() : undefined;
         for await (const message of messages) {
           if (message.msg !== 'data') {
             throw new SealboxError(
@@ -278,6 +280,7 @@ export function envelopeHandlers(deps: EnvelopeDeps, peer: PeerKind): EnvelopeHa
               framed(session.seal(segment, stream.signal, RESPONSE_HEADROOM, allocate)),
             );
           }
+          returns?.done(message.data, session);
         }
         const last = session.finish();
         await stream.submit(last.data.length, () =>
@@ -300,6 +303,7 @@ export function envelopeHandlers(deps: EnvelopeDeps, peer: PeerKind): EnvelopeHa
       stream.onEnd(admitted.release);
       (async () => {
         let session: ReturnType<EnvelopeService['beginDecrypt']> | undefined;
+        const returns = service.synchronous ? new RequestReturns() : undefined;
         for await (const message of stream.messages()) {
           if (message.msg === 'init') {
             if (session) {
@@ -335,6 +339,7 @@ export function envelopeHandlers(deps: EnvelopeDeps, peer: PeerKind): EnvelopeHa
               framed(active.open(segment, stream.signal, RESPONSE_HEADROOM, allocate)),
             );
           }
+          returns?.done(message.data, active);
         }
         if (!session)
           throw new SealboxError(ErrorCode.CIPHERTEXT_TRUNCATED, 'DecryptStream received no ciphertext');

@@ -13,6 +13,7 @@ import type { Logger } from '../log/logger';
 import { type AdminDeps, adminHandlers } from './admin';
 import { type EnvelopeDeps, envelopeHandlers } from './envelope';
 import { installFrameInPlace } from './grpc-frame';
+import { installRequestReuse } from './grpc-reassembly';
 import { setInitialWindow, widenConnectionWindows } from './http2-window';
 import { addReflection } from './reflection';
 import { bind, bindUnixSocket } from './socket';
@@ -69,6 +70,12 @@ export async function startServer(
     log.warn(
       'this grpc-js version frames responses differently from the one sealbox was built with; stream ' +
         'responses are copied once more (see src/server/grpc-frame.ts)',
+    );
+  }
+  if (!installRequestReuse()) {
+    log.warn(
+      'this grpc-js version reads messages differently from the one sealbox was built with; stream ' +
+        'requests are reassembled into new buffers (see src/server/grpc-reassembly.ts)',
     );
   }
   const envelope = acceptPreEncoded(loadApi().sealbox.sealbox.v1.Envelope.service, [

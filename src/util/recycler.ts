@@ -13,6 +13,7 @@ export class BufferRecycler {
   private freeBytes = 0;
   /** ArrayBuffers handed out by `take` and not yet given back: only these can be given back. */
   private readonly lent = new WeakSet<ArrayBuffer>();
+  private reusedCount = 0;
 
   /** Keeps at most `maxFree` buffers and `maxFreeBytes` bytes for reuse. */
   constructor(
@@ -31,6 +32,7 @@ export class BufferRecycler {
         this.free.splice(i, 1);
         this.freeBytes -= ab.byteLength;
         this.lent.add(ab);
+        this.reusedCount++;
         return Buffer.from(ab, 0, bytes);
       }
     }
@@ -50,6 +52,16 @@ export class BufferRecycler {
     if (this.free.length >= this.maxFree || this.freeBytes + ab.byteLength > this.maxFreeBytes) return;
     this.free.push(ab);
     this.freeBytes += ab.byteLength;
+  }
+
+  /** Whether `view` lies in a buffer this recycler lent out and has not had back. */
+  lends(view: Uint8Array): boolean {
+    return this.lent.has(view.buffer as ArrayBuffer);
+  }
+
+  /** Buffers `take` has handed out again (not new), for tests. */
+  get reused(): number {
+    return this.reusedCount;
   }
 
   /** Free buffers held, for tests and metrics. */
