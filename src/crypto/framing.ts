@@ -26,6 +26,10 @@ export interface Segment {
 class ByteQueue {
   private pieces: Buffer[] = [];
   length = 0;
+  /** The buffer straddling takes are copied into when `reuseCopies` (see the framers' option). */
+  private scratch: Buffer | undefined;
+
+  constructor(private readonly reuseCopies = false) {}
 
   /** Bytes in the first pushed buffer still queued (the most a view can cover). */
   get headLength(): number {
@@ -54,7 +58,7 @@ class ByteQueue {
       else this.pieces[0] = head.subarray(n);
       return head.subarray(0, n);
     }
-    const out = Buffer.allocUnsafeSlow(n);
+    const out = !owned && this.reuseCopies ? this.scratchOf(n) : Buffer.allocUnsafeSlow(n);
     let filled = 0;
     while (filled < n) {
       const head = this.pieces[0]!;
@@ -71,6 +75,12 @@ class ByteQueue {
     }
     this.length -= n;
     return out;
+  }
+
+  /** `n` bytes of the scratch buffer, grown when too small (records have one size per message). */
+  private scratchOf(n: number): Buffer {
+    if (!this.scratch || this.scratch.length < n) this.scratch = Buffer.allocUnsafeSlow(n);
+    return this.scratch.subarray(0, n);
   }
 
   /** Whether any queued bytes are a view of `memory` (an ArrayBuffer a pushed buffer lies in). */
@@ -126,16 +136,24 @@ function viewableChunks(
  * bounded by one chunk plus what the caller has not yet consumed.
  */
 export class PlaintextFramer {
-  private readonly queue = new ByteQueue();
+  private readonly queue: ByteQueue;
   private nextIndex = 0;
   private finished = false;
 
-  /** `mustOwn(bytes)`: whether a segment of that size must own its memory (it will be transferred). */
+  /**
+   * `mustOwn(bytes)`: whether a segment of that size must own its memory (it will be transferred).
+   * `reuseCopies`: a chunk that straddles two pushed buffers is copied into one buffer reused for every
+   * such copy, instead of a new one. Only for a caller that has consumed (sealed) every segment of a
+   * push before it pushes again or finishes, synchronously: the next straddle overwrites the last.
+   */
   constructor(
     readonly chunkSize: number,
     private readonly maxChunksPerSegment: number,
     private readonly mustOwn: (bytes: number) => boolean = () => true,
-  ) {}
+    reuseCopies = false,
+  ) {
+    this.queue = new ByteQueue(reuseCopies);
+  }
 
   /** Bytes accepted so far that are not yet in a segment. */
   get buffered(): number {
@@ -194,20 +212,23 @@ export class PlaintextFramer {
  * Nothing is buffered beyond one header (≤ 64 KiB) or one record plus what the caller pushed.
  */
 export class CiphertextReader {
-  private readonly queue = new ByteQueue();
+  private readonly queue: ByteQueue;
   private parsed: Header | undefined;
   private nextIndex = 0;
   private recordSize = 0;
   private maxChunksPerSegment = 1;
 
   /**
-   * `chunksPerSegment` picks the segment size once the header's chunk size is known; `mustOwn` as for
-   * PlaintextFramer.
+   * `chunksPerSegment` picks the segment size once the header's chunk size is known; `mustOwn` and
+   * `reuseCopies` (a record straddling two pushed buffers) as for PlaintextFramer.
    */
   constructor(
     private readonly chunksPerSegment: (chunkSize: number) => number,
     private readonly mustOwn: (bytes: number) => boolean = () => true,
-  ) {}
+    reuseCopies = false,
+  ) {
+    this.queue = new ByteQueue(reuseCopies);
+  }
 
   /** The header once it has been read in full. */
   get header(): Header | undefined {

@@ -188,6 +188,7 @@ export class EnvelopeService {
     signal?: Cancellation,
     access: KeyAccess = ALLOW_ALL,
     caller?: AuditCaller,
+    consumesInOrder = false,
   ): Promise<EncryptSession> {
     if (typeof alias !== 'string' || alias.length === 0) {
       throw new SealboxError(ErrorCode.INVALID_ARGUMENT, 'key_alias is required: name a configured key');
@@ -211,7 +212,12 @@ export class EnvelopeService {
         messageId,
         header,
         { keyId: wrapped.keyId, context: { ...context } },
-        new PlaintextFramer(size, this.chunksPerSegment(size), this.mustOwn),
+        new PlaintextFramer(
+          size,
+          this.chunksPerSegment(size),
+          this.mustOwn,
+          this.reuseCopies(consumesInOrder),
+        ),
         account,
         () => this.keys.check?.(wrapped.keyId, 'encrypt'),
       );
@@ -227,6 +233,7 @@ export class EnvelopeService {
     signal?: Cancellation,
     access: KeyAccess = ALLOW_ALL,
     caller?: AuditCaller,
+    consumesInOrder = false,
   ): DecryptSession {
     return new DecryptSession(
       this.keys,
@@ -234,10 +241,21 @@ export class EnvelopeService {
       expectedContext,
       (size) => this.chunksPerSegment(size),
       this.mustOwn,
+      this.reuseCopies(consumesInOrder),
       signal,
       access,
       caller,
     );
+  }
+
+  /**
+   * Whether a session's framer may copy straddling chunks into one reused buffer (PlaintextFramer's
+   * `reuseCopies`): only when its caller promised (`consumesInOrder`) to seal or open every segment of
+   * a push before the next push or finish, and sealing and opening are synchronous (no worker pool,
+   * where a queued job would read its segment later).
+   */
+  private reuseCopies(consumesInOrder: boolean): boolean {
+    return consumesInOrder && this.synchronous;
   }
 
   /** Whether segments must own their memory: the pool says (it copies views into reused buffers). */
@@ -343,11 +361,12 @@ export class DecryptSession {
     private readonly expected: EncryptionContext,
     chunksPerSegment: (chunkSize: number) => number,
     mustOwn: (bytes: number) => boolean,
+    reuseCopies: boolean,
     private readonly signal?: Cancellation,
     private readonly access: KeyAccess = ALLOW_ALL,
     private readonly caller?: AuditCaller,
   ) {
-    this.reader = new CiphertextReader(chunksPerSegment, mustOwn);
+    this.reader = new CiphertextReader(chunksPerSegment, mustOwn, reuseCopies);
   }
 
   /**

@@ -256,6 +256,7 @@ export function envelopeHandlers(deps: EnvelopeDeps, peer: PeerKind): EnvelopeHa
           );
         }
         const { keyAlias, context, chunkSize } = first.value.init;
+        // Each push's segments are sealed (submitted) before the next push: consumesInOrder.
         const session = await service.beginEncrypt(
           keyAlias,
           context,
@@ -263,6 +264,7 @@ export function envelopeHandlers(deps: EnvelopeDeps, peer: PeerKind): EnvelopeHa
           stream.signal,
           admitted.keys,
           admitted.caller,
+          true,
         );
         stream.onEnd(() => session.dispose());
         await stream.send({ metadata: { keyId: session.info.keyId, context: session.info.context } });
@@ -312,11 +314,13 @@ export function envelopeHandlers(deps: EnvelopeDeps, peer: PeerKind): EnvelopeHa
                 'DecryptStream accepts init only as its first message',
               );
             }
+            // Each push's segments are opened (submitted) before the next push: consumesInOrder.
             session = service.beginDecrypt(
               message.init?.expectedContext ?? {},
               stream.signal,
               admitted.keys,
               admitted.caller,
+              true,
             );
             stream.onEnd(() => session?.dispose());
             continue;
@@ -328,7 +332,7 @@ export function envelopeHandlers(deps: EnvelopeDeps, peer: PeerKind): EnvelopeHa
             );
           }
           if (!session) {
-            session = service.beginDecrypt({}, stream.signal, admitted.keys, admitted.caller);
+            session = service.beginDecrypt({}, stream.signal, admitted.keys, admitted.caller, true);
             stream.onEnd(() => session?.dispose());
           }
           const active = session;

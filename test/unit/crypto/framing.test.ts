@@ -879,3 +879,93 @@ describe('views instead of copies (segments that need not own their memory)', ()
     );
   });
 });
+
+describe('reuseCopies and holds (the stream handlers of src/server/envelope.ts)', () => {
+  /** Random cut points of `total` bytes: many small pieces and a few large ones. */
+  const cutsArb = (total: number) =>
+    fc
+      .array(fc.integer({ min: 0, max: total }), { maxLength: 40 })
+      .map((cuts) => [...cuts, total].sort((a, b) => a - b));
+
+  test('PlaintextFramer: consuming each push before the next, reused straddle copies reassemble the input', () => {
+    fc.assert(
+      fc.property(
+        fc.integer({ min: 0, max: 40_000 }).chain((n) => fc.tuple(fc.constant(n), cutsArb(n))),
+        ([n, cuts]) => {
+          const input = randomBytes(n);
+          const framer = new PlaintextFramer(4096, 3, () => false, true);
+          const out: Buffer[] = [];
+          const copies = new Set<ArrayBufferLike>();
+          let from = 0;
+          for (const to of cuts) {
+            const piece = input.subarray(from, to);
+            from = to;
+            for (const s of framer.push(piece)) {
+              // Consumed now (as the handler seals it before the next push): copied out.
+              out.push(Buffer.from(s.data));
+              if (s.data.buffer !== input.buffer) copies.add(s.data.buffer);
+            }
+            // What is held back is a view of the pushed input (copies only go out as segments).
+            assert.equal(framer.holds(input.buffer), framer.buffered > 0);
+          }
+          out.push(Buffer.from(framer.finish().data));
+          assert.ok(Buffer.concat(out).equals(input));
+          assert.ok(copies.size <= 1, 'every straddling chunk was copied into the same reused buffer');
+        },
+      ),
+      { numRuns: 200 },
+    );
+  });
+
+  test('CiphertextReader: consuming each push before the next, reused straddle copies open to the plaintext', () => {
+    const message = sealed(30_000);
+    fc.assert(
+      fc.property(cutsArb(message.ciphertext.length), (cuts) => {
+        const reader = new CiphertextReader(
+          () => 2,
+          () => false,
+          true,
+        );
+        let keys: ReturnType<typeof deriveMessageKeys> | undefined;
+        const out: Buffer[] = [];
+        const copies = new Set<ArrayBufferLike>();
+        const open = (s: Segment) => {
+          const result = openChunks({
+            key: keys!.encryptionKey,
+            messageId: message.header.messageId,
+            chunkSize: message.header.chunkSize,
+            firstIndex: s.firstIndex,
+            final: s.final,
+            data: s.data,
+          });
+          assert.ok(result.ok, `chunk ${s.firstIndex} opens`);
+          out.push(result.plaintext);
+          if (s.data.buffer !== message.ciphertext.buffer) copies.add(s.data.buffer);
+        };
+        let from = 0;
+        for (const to of cuts) {
+          const { header, segments } = reader.push(message.ciphertext.subarray(from, to));
+          from = to;
+          if (header) keys = deriveMessageKeys(message.dek, header.messageId);
+          for (const s of segments) open(s);
+        }
+        open(reader.finish());
+        assert.ok(Buffer.concat(out).equals(message.plaintext));
+        assert.ok(copies.size <= 1, 'every straddling record was copied into the same reused buffer');
+      }),
+      { numRuns: 100 },
+    );
+  });
+
+  test('without reuseCopies, every straddling copy is a buffer of its own (the default, and unary)', () => {
+    const input = randomBytes(5 * 4096);
+    const framer = new PlaintextFramer(4096, 1, () => false);
+    const copies = new Set<ArrayBufferLike>();
+    for (let at = 0; at < input.length; at += 3000) {
+      for (const s of framer.push(input.subarray(at, at + 3000))) {
+        if (s.data.buffer !== input.buffer) copies.add(s.data.buffer);
+      }
+    }
+    assert.ok(copies.size >= 3);
+  });
+});
