@@ -84,7 +84,10 @@ export async function driveClient<T extends { readonly error?: string }, H = unk
   args: readonly string[],
   options: DriveOptions<H>,
 ): Promise<ClientRun<T, H>> {
-  const child = fork(script, args, { stdio: ['ignore', 'pipe', 'inherit', 'ipc'], execArgv: clientNodeArgs() });
+  const child = fork(script, args, {
+    stdio: ['ignore', 'pipe', 'inherit', 'ipc'],
+    execArgv: clientNodeArgs(),
+  });
   trackChild(child);
   options.onChild?.(child);
   const cpu = new CpuWindow(options.watch);

@@ -6,7 +6,15 @@ import { type ChildProcess, fork } from 'node:child_process';
 import { join } from 'node:path';
 import { SERVER_ENV, SERVER_NODE_FLAGS } from '../../src/cli/launch';
 import type { StreamClientResult } from '../stream-client';
-import { BENCH_LIB_DIR, clientNodeArgs, cpuTime, RssSampler, type RssSummary, stopChild, trackChild } from './proc';
+import {
+  BENCH_LIB_DIR,
+  clientNodeArgs,
+  cpuTime,
+  RssSampler,
+  type RssSummary,
+  stopChild,
+  trackChild,
+} from './proc';
 import { type ProbeDelta, type ProbeSnapshot, probeDelta, type ServerProbe } from './server-probe';
 
 const STREAM_CLIENT_PATH = join(BENCH_LIB_DIR, '..', 'stream-client.js');
