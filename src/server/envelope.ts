@@ -269,7 +269,7 @@ export function envelopeHandlers(deps: EnvelopeDeps, peer: PeerKind): EnvelopeHa
         stream.onEnd(() => session.dispose());
         await stream.send({ metadata: { keyId: session.info.keyId, context: session.info.context } });
         await stream.send(session.header);
-        const returns = service.synchronous ? new RequestReturns() : undefined;
+        const returns = new RequestReturns(session);
         for await (const message of messages) {
           if (message.msg !== 'data') {
             throw new SealboxError(
@@ -277,16 +277,22 @@ export function envelopeHandlers(deps: EnvelopeDeps, peer: PeerKind): EnvelopeHa
               'EncryptStream accepts one init message, then only data',
             );
           }
-          for (const segment of session.push(message.data!)) {
+          const received = returns.received(message.data);
+          const segments = session.push(message.data!);
+          returns.pushed(received, segments);
+          for (const segment of segments) {
             await stream.submit(segment.data.length, () =>
-              framed(session.seal(segment, stream.signal, RESPONSE_HEADROOM, allocate)),
+              framed(
+                returns.settles(segment, session.seal(segment, stream.signal, RESPONSE_HEADROOM, allocate)),
+              ),
             );
           }
-          returns?.done(message.data, session);
         }
         const last = session.finish();
+        // The final segment may be a view of the last message too: in use until it is sealed.
+        returns.pushed(undefined, [last]);
         await stream.submit(last.data.length, () =>
-          framed(session.seal(last, stream.signal, RESPONSE_HEADROOM, allocate)),
+          framed(returns.settles(last, session.seal(last, stream.signal, RESPONSE_HEADROOM, allocate))),
         );
         await stream.complete();
       })().catch((err) => stream.fail(err));
@@ -305,7 +311,7 @@ export function envelopeHandlers(deps: EnvelopeDeps, peer: PeerKind): EnvelopeHa
       stream.onEnd(admitted.release);
       (async () => {
         let session: ReturnType<EnvelopeService['beginDecrypt']> | undefined;
-        const returns = service.synchronous ? new RequestReturns() : undefined;
+        let returns: RequestReturns | undefined;
         for await (const message of stream.messages()) {
           if (message.msg === 'init') {
             if (session) {
@@ -336,22 +342,31 @@ export function envelopeHandlers(deps: EnvelopeDeps, peer: PeerKind): EnvelopeHa
             stream.onEnd(() => session?.dispose());
           }
           const active = session;
+          returns ??= new RequestReturns(active);
+          const received = returns.received(message.data);
           const { info, segments } = await active.push(message.data!);
+          returns.pushed(received, segments);
           if (info) await stream.send({ metadata: { keyId: info.keyId, context: info.context } });
           for (const segment of segments) {
+            const reading = returns;
             await stream.submit(segment.data.length, () =>
-              framed(active.open(segment, stream.signal, RESPONSE_HEADROOM, allocate)),
+              framed(
+                reading.settles(segment, active.open(segment, stream.signal, RESPONSE_HEADROOM, allocate)),
+              ),
             );
           }
-          returns?.done(message.data, active);
         }
         if (!session)
           throw new SealboxError(ErrorCode.CIPHERTEXT_TRUNCATED, 'DecryptStream received no ciphertext');
         const active = session;
         const last = active.finish();
-        await stream.submit(last.data.length, () =>
-          framed(active.open(last, stream.signal, RESPONSE_HEADROOM, allocate)),
-        );
+        // The final segment may be a view of the last message too: in use until it is opened.
+        const reading = returns;
+        reading?.pushed(undefined, [last]);
+        await stream.submit(last.data.length, () => {
+          const opening = active.open(last, stream.signal, RESPONSE_HEADROOM, allocate);
+          return framed(reading ? reading.settles(last, opening) : opening);
+        });
         await stream.complete();
       })().catch((err) => stream.fail(err));
     },

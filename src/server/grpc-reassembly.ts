@@ -7,7 +7,8 @@
  * message: for EncryptStream / DecryptStream, one fresh byte per payload byte, in buffers of about a
  * segment (1 MiB by default) that live until the message has been sealed or opened. Here the join
  * copies into a buffer from a BufferRecycler (src/util/recycler.ts) instead; the stream handlers
- * (./envelope.ts) give a message's buffer back once their framer holds no view of it. The copy itself
+ * (./envelope.ts) give a message's buffer back once neither their framer nor a pending segment holds
+ * a view of it (RequestReturns). The copy itself
  * stays: the crypto needs each chunk contiguous, and chunks straddle DATA pieces.
  *
  * Scope: messages of REUSE_MIN_BYTES or more; smaller ones (unary calls, stream headers, init
@@ -91,19 +92,68 @@ export function isReusedRequest(view: Uint8Array): boolean {
   return requests.lends(view);
 }
 
+/** A request message waiting to be given back, and how many things still use it. */
+export interface ReturnEntry {
+  readonly view: Uint8Array;
+  uses: number;
+}
+
 /**
- * A stream's request messages on their way back to reuse. After each message's segments have been
- * sealed or opened (synchronously: EnvelopeService.synchronous), `done` gives back every earlier
- * message the session's framer no longer holds a view of, oldest first. The framer consumes its
- * bytes in order, so the messages it holds are always the newest ones.
+ * A stream's request messages on their way back to reuse. A message's buffer is given back once its
+ * push has returned, no segment that is a view of it is still waiting to be sealed or opened (on a
+ * worker pool a job copies its bytes only when it is sent, maybe later), and the session's framer
+ * holds no view of it. Oldest first: the framer consumes bytes in order, so a message still in use
+ * keeps every newer one waiting too.
+ *
+ * Use: `const m = received(data)` before the push; `pushed(m, segments)` once it returned; each
+ * segment's work through `settles(segment, work)`.
  */
 export class RequestReturns {
-  private readonly waiting: Uint8Array[] = [];
+  private readonly waiting: ReturnEntry[] = [];
 
-  done(data: Uint8Array | undefined, session: { holds(memory: ArrayBufferLike): boolean }): void {
-    if (data && isReusedRequest(data)) this.waiting.push(data);
-    while (this.waiting.length > 0 && !session.holds(this.waiting[0]!.buffer)) {
-      releaseRequest(this.waiting.shift()!);
+  constructor(private readonly session: { holds(memory: ArrayBufferLike): boolean }) {}
+
+  /** A message about to be pushed: in use until `pushed`. Returns its entry (none if not reused). */
+  received(data: Uint8Array | undefined): ReturnEntry | undefined {
+    if (!data || !isReusedRequest(data)) return undefined;
+    const entry = { view: data, uses: 1 };
+    this.waiting.push(entry);
+    return entry;
+  }
+
+  /** The push of `message` (from `received`) returned these segments: each is in use until it settles. */
+  pushed(message: ReturnEntry | undefined, segments: readonly { readonly data: Uint8Array }[]): void {
+    for (const segment of segments) {
+      const entry = this.entryOf(segment.data);
+      if (entry) entry.uses++;
+    }
+    if (message) message.uses--;
+    this.flush();
+  }
+
+  /** `work` seals or opens `segment` (counted by `pushed`); once it settles, the segment is done with. */
+  settles<T>(segment: { readonly data: Uint8Array }, work: Promise<T>): Promise<T> {
+    const entry = this.entryOf(segment.data);
+    if (!entry) return work;
+    const release = () => {
+      entry.uses--;
+      this.flush();
+    };
+    work.then(release, release);
+    return work;
+  }
+
+  private entryOf(data: Uint8Array): ReturnEntry | undefined {
+    for (const entry of this.waiting) if (entry.view.buffer === data.buffer) return entry;
+    return undefined;
+  }
+
+  private flush(): void {
+    while (this.waiting.length > 0) {
+      const oldest = this.waiting[0]!;
+      if (oldest.uses > 0 || this.session.holds(oldest.view.buffer)) return;
+      this.waiting.shift();
+      releaseRequest(oldest.view);
     }
   }
 }

@@ -115,28 +115,67 @@ test('a message buffer given back is reused for a later message, and only once',
   assert.notEqual(third.buffer, fourth.buffer);
 });
 
-test('RequestReturns gives back the oldest messages the session no longer holds, in order', () => {
+/** A promise with its resolve and reject. */
+function deferred(): { promise: Promise<void>; resolve: () => void; reject: (err: Error) => void } {
+  let resolve!: () => void;
+  let reject!: (err: Error) => void;
+  const promise = new Promise<void>((res, rej) => {
+    resolve = res;
+    reject = rej;
+  });
+  return { promise, resolve, reject };
+}
+
+const tick = () => new Promise((resolve) => setImmediate(resolve));
+
+test('RequestReturns gives a message back only once no push, pending segment or framer view uses it', async () => {
   installRequestReuse();
   const decoder = new StreamDecoder(-1);
   const [a, b, c] = decoder.write(frames([randomBytes(100_000), randomBytes(100_000), randomBytes(100_000)]));
   const held = new Set<ArrayBufferLike>();
-  const session = { holds: (memory: ArrayBufferLike) => held.has(memory) };
-  const returns = new RequestReturns();
+  const returns = new RequestReturns({ holds: (memory) => held.has(memory) });
+  const viewOf = (m: Buffer) => ({ data: m.subarray(10, 20) });
+
+  // a: being pushed — kept even though nothing holds it yet.
+  const ra = returns.received(a!.subarray(7));
+  assert.equal(isReusedRequest(a!), true);
+  // Its push returned one segment (a view of a) and left a tail in the framer.
+  const sa = viewOf(a!);
   held.add(a!.buffer);
-  returns.done(a!.subarray(7), session);
-  assert.equal(isReusedRequest(a!), true, 'held by the session: kept');
-  held.add(b!.buffer);
-  returns.done(b!.subarray(7), session);
-  assert.equal(isReusedRequest(a!), true, 'an older message still held blocks the newer ones too');
+  returns.pushed(ra, [sa]);
+  const workA = deferred();
+  void returns.settles(sa, workA.promise);
+  // b's push consumed a's tail (the framer no longer holds a) but a's segment is still pending
+  // (e.g. queued for a worker): a stays lent, and so does b behind it.
   held.delete(a!.buffer);
-  held.delete(b!.buffer);
-  held.add(c!.buffer);
-  returns.done(c!.subarray(7), session);
-  assert.equal(isReusedRequest(a!), false);
-  assert.equal(isReusedRequest(b!), false);
-  assert.equal(isReusedRequest(c!), true, 'the newest, still held, stays lent');
+  const rb = returns.received(b!.subarray(7));
+  returns.pushed(rb, []);
+  await tick();
+  assert.equal(isReusedRequest(a!), true, 'a pending segment keeps its message');
+  assert.equal(isReusedRequest(b!), true, 'an older message in use keeps the newer ones');
+  workA.resolve();
+  await tick();
+  assert.equal(isReusedRequest(a!), false, 'given back once its segment settled');
+  assert.equal(isReusedRequest(b!), false, 'and the newer one with it, nothing holding it');
+
+  // A failed segment releases as well; the final segment (from finish) is tracked like any other.
+  const rc = returns.received(c!.subarray(7));
+  held.add(c!.buffer); // the framer holds back c's last bytes…
+  returns.pushed(rc, []);
+  const sc = viewOf(c!); // …until finish() hands them out as the final segment
+  held.delete(c!.buffer);
+  returns.pushed(undefined, [sc]);
+  const workC = deferred();
+  returns.settles(sc, workC.promise).catch(() => {});
+  await tick();
+  assert.equal(isReusedRequest(c!), true);
+  workC.reject(new Error('chunk failed'));
+  await tick();
+  assert.equal(isReusedRequest(c!), false);
+
   // Buffers not from the decoder (small messages, foreign memory) are never tracked or given back.
-  const small = Buffer.concat([randomBytes(10)]);
-  returns.done(small, { holds: () => false });
-  returns.done(undefined, { holds: () => false });
+  assert.equal(returns.received(Buffer.concat([randomBytes(10)])), undefined);
+  returns.pushed(undefined, [{ data: Buffer.alloc(4) }]);
+  const foreign = { data: Buffer.alloc(4) };
+  assert.equal(await returns.settles(foreign, Promise.resolve(7)), 7);
 });
