@@ -8,13 +8,14 @@
  * segment (1 MiB by default) that live until the message has been sealed or opened. Here the join
  * copies into a buffer from a BufferRecycler (src/util/recycler.ts) instead; the stream handlers
  * (./envelope.ts) give a message's buffer back once neither their framer nor a pending segment holds
- * a view of it (RequestReturns). The copy itself
- * stays: the crypto needs each chunk contiguous, and chunks straddle DATA pieces.
+ * a view of it (RequestReturns). The copy itself stays: the crypto needs each chunk contiguous, and
+ * chunks straddle DATA pieces.
  *
- * Scope: messages of REUSE_MIN_BYTES or more; smaller ones (unary calls, stream headers, init
- * messages) take grpc-js's own path, reproduced below line for line, and so does everything when
- * grpc-js's function is not the one this was written against (its source text is compared).
- * test/unit/server/grpc-reassembly.test.ts fails when grpc-js changes under it.
+ * Scope: messages of REUSE_MIN_BYTES or more; smaller ones (most unary calls, init messages) take
+ * grpc-js's own path, reproduced below line for line, and so does everything when grpc-js's function
+ * is not the one this was written against (its source text is compared). A large message of any other
+ * method (a big unary Encrypt, a batch) gets a recycler buffer too but is never given back: the GC
+ * frees it, as before. test/unit/server/grpc-reassembly.test.ts fails when grpc-js changes under it.
  *
  * Gain (bench/README.md, "Stream allocation budget"): one fresh byte per payload byte fewer on
  * EncryptStream and DecryptStream; without it grpc-js works as it always did.
