@@ -1,5 +1,5 @@
 /**
- * The one private patch of grpc-js in sealbox: stream responses get their 5-byte gRPC message prefix
+ * A private patch of grpc-js (the other: ./grpc-reassembly.ts; how both apply: ./grpc-patch.ts): stream responses get their 5-byte gRPC message prefix
  * written in place instead of being copied into a new frame.
  *
  * grpc-js 1.14.7 (`build/src/server-interceptors.js`, `BaseServerInterceptingCall.serializeMessage`)
@@ -17,6 +17,7 @@
  * Gain (bench/README.md, "Stream allocation budget"): one fresh byte per payload byte fewer.
  */
 import { Buffer } from 'node:buffer';
+import { replaceVerified } from './grpc-patch';
 
 /** Compressed flag (1 byte) and message length (u32be) in front of every gRPC message. */
 export const GRPC_PREFIX_BYTES = 5;
@@ -74,34 +75,14 @@ let installed: boolean | undefined;
  * grpc-js's serializeMessage is not the expected one (then nothing was changed).
  */
 export function installFrameInPlace(): boolean {
-  if (installed !== undefined) return installed;
-  let proto: Record<string, unknown> | undefined;
-  try {
-    // grpc-js has no "exports" map, so its build files can be required; the class is exported there.
-    const module = require('@grpc/grpc-js/build/src/server-interceptors') as {
-      BaseServerInterceptingCall?: { prototype: Record<string, unknown> };
-    };
-    proto = module.BaseServerInterceptingCall?.prototype;
-  } catch {
-    proto = undefined;
-  }
-  const original = proto?.['serializeMessage'];
-  if (
-    !proto ||
-    typeof original !== 'function' ||
-    normalize(original.toString()) !== EXPECTED_SERIALIZE_SOURCE
-  ) {
-    installed = false;
-    return installed;
-  }
-  proto['serializeMessage'] = function serializeMessage(this: Serializing, value: unknown): Buffer {
-    return frameMessage(this.handler.serialize(value));
-  };
-  installed = true;
+  installed ??= replaceVerified(
+    '@grpc/grpc-js/build/src/server-interceptors',
+    'BaseServerInterceptingCall',
+    'serializeMessage',
+    EXPECTED_SERIALIZE_SOURCE,
+    function serializeMessage(this: Serializing, value: unknown): Buffer {
+      return frameMessage(this.handler.serialize(value));
+    },
+  );
   return installed;
-}
-
-/** Source text with runs of whitespace collapsed, for comparing function bodies. */
-export function normalize(source: string): string {
-  return source.replace(/\s+/g, ' ').trim();
 }

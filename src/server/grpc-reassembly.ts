@@ -1,5 +1,5 @@
 /**
- * The second private patch of grpc-js in sealbox: large request messages are reassembled into reused
+ * The second private patch of grpc-js in sealbox (how both apply: ./grpc-patch.ts): large request messages are reassembled into reused
  * buffers instead of fresh ones.
  *
  * grpc-js 1.14.7 (`build/src/stream-decoder.js`, `StreamDecoder.write`) collects a message's HTTP/2
@@ -22,7 +22,7 @@
  */
 import { Buffer } from 'node:buffer';
 import { BufferRecycler } from '../util/recycler';
-import { normalize } from './grpc-frame';
+import { replaceVerified } from './grpc-patch';
 
 /** grpc-js's StreamDecoder.write as of 1.14.7, whitespace collapsed; the patch reproduces it. */
 export const EXPECTED_WRITE_SOURCE =
@@ -243,23 +243,12 @@ let installed: boolean | undefined;
  * StreamDecoder.write is not the expected one (then nothing was changed).
  */
 export function installRequestReuse(): boolean {
-  if (installed !== undefined) return installed;
-  let proto: Record<string, unknown> | undefined;
-  try {
-    // grpc-js has no "exports" map, so its build files can be required; the class is exported there.
-    const module = require('@grpc/grpc-js/build/src/stream-decoder') as {
-      StreamDecoder?: { prototype: Record<string, unknown> };
-    };
-    proto = module.StreamDecoder?.prototype;
-  } catch {
-    proto = undefined;
-  }
-  const original = proto?.['write'];
-  if (!proto || typeof original !== 'function' || normalize(original.toString()) !== EXPECTED_WRITE_SOURCE) {
-    installed = false;
-    return installed;
-  }
-  proto['write'] = write;
-  installed = true;
+  installed ??= replaceVerified(
+    '@grpc/grpc-js/build/src/stream-decoder',
+    'StreamDecoder',
+    'write',
+    EXPECTED_WRITE_SOURCE,
+    write,
+  );
   return installed;
 }

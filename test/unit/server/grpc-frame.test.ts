@@ -11,9 +11,9 @@ import {
   frameMessage,
   GRPC_PREFIX_BYTES,
   installFrameInPlace,
-  normalize,
   reservePrefix,
 } from '../../../src/server/grpc-frame';
+import { normalize } from '../../../src/server/grpc-patch';
 
 type SerializeMessage = (this: { handler: { serialize(v: unknown): Buffer } }, value: unknown) => Buffer;
 

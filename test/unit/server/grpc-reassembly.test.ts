@@ -7,7 +7,7 @@
 import assert from 'node:assert/strict';
 import { randomBytes, randomInt } from 'node:crypto';
 import { test } from 'node:test';
-import { normalize } from '../../../src/server/grpc-frame';
+import { normalize } from '../../../src/server/grpc-patch';
 import {
   EXPECTED_WRITE_SOURCE,
   installRequestReuse,
