@@ -28,8 +28,8 @@ export function chunkAad(messageId: Uint8Array, index: number, final: boolean): 
   return writeAad(Buffer.allocUnsafe(messageId.length + 5), messageId, index, final);
 }
 
+/** Writes bytes 7–11 of `nonce`; bytes 0–6 are zero from its allocation and never written. */
 function writeNonce(nonce: Buffer, index: number, final: boolean): Buffer {
-  nonce.fill(0, 0, 7);
   nonce.writeUInt32BE(index, 7);
   nonce[11] = final ? 1 : 0;
   return nonce;

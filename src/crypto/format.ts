@@ -79,32 +79,24 @@ export function isValidChunkSize(size: number): boolean {
   return Number.isInteger(size) && size >= MIN_CHUNK_SIZE && size <= MAX_CHUNK_SIZE;
 }
 
-/** A header's total size and its encoded variable fields (headerLayout). */
+/** A header's total size and the encoded lengths of its text fields (headerLayout). */
 export interface HeaderLayout {
   readonly size: number;
-  readonly keyId: Buffer;
-  readonly alg: Buffer;
+  /** UTF-8 bytes of the key id. */
+  readonly keyIdLength: number;
+  /** ASCII bytes of the wrap algorithm (one per UTF-16 unit, as Buffer's 'ascii' encodes). */
+  readonly algLength: number;
 }
-
-/** The last key id and wrap algorithm encoded: a batch under one key encodes them once (read-only). */
-let lastKeyId: { text: string; bytes: Buffer } | undefined;
-let lastAlg: { text: string; bytes: Buffer } | undefined;
 
 /** Checks the fields against the format's bounds and returns the header's size. Throws RangeError. */
 export function headerLayout(fields: HeaderFields): HeaderLayout {
-  if (lastKeyId?.text !== fields.keyId)
-    lastKeyId = { text: fields.keyId, bytes: Buffer.from(fields.keyId, 'utf8') };
-  if (lastAlg?.text !== fields.wrapAlgorithm) {
-    lastAlg = { text: fields.wrapAlgorithm, bytes: Buffer.from(fields.wrapAlgorithm, 'ascii') };
-  }
-  const keyId = lastKeyId.bytes;
-  const alg = lastAlg.bytes;
+  const keyIdLength = Buffer.byteLength(fields.keyId, 'utf8');
+  const algLength = fields.wrapAlgorithm.length;
   if (fields.messageId.length !== MESSAGE_ID_BYTES) throw new RangeError('message id must be 32 bytes');
   if (!isValidChunkSize(fields.chunkSize)) throw new RangeError('chunk size out of bounds');
   if (fields.contextBytes.length > MAX_CONTEXT_BYTES) throw new RangeError('context too large');
-  if (keyId.length < 1 || keyId.length > MAX_KEY_ID_BYTES)
-    throw new RangeError('key id length out of bounds');
-  if (alg.length < 1 || alg.length > MAX_WRAP_ALG_BYTES)
+  if (keyIdLength < 1 || keyIdLength > MAX_KEY_ID_BYTES) throw new RangeError('key id length out of bounds');
+  if (algLength < 1 || algLength > MAX_WRAP_ALG_BYTES)
     throw new RangeError('wrap algorithm length out of bounds');
   if (fields.wrappedDek.length < 1 || fields.wrappedDek.length > MAX_WRAPPED_DEK_BYTES) {
     throw new RangeError('wrapped DEK length out of bounds');
@@ -114,13 +106,13 @@ export function headerLayout(fields: HeaderFields): HeaderLayout {
     fields.contextBytes.length +
     COMMITMENT_BYTES +
     2 +
-    keyId.length +
+    keyIdLength +
     1 +
-    alg.length +
+    algLength +
     2 +
     fields.wrappedDek.length +
     HEADER_TAG_BYTES;
-  return { size, keyId, alg };
+  return { size, keyIdLength, algLength };
 }
 
 /**
@@ -135,7 +127,7 @@ export function writeHeader(
   layout: HeaderLayout = headerLayout(fields),
 ): number {
   if (out.length < layout.size) throw new RangeError('output buffer too small for the header');
-  const { keyId, alg } = layout;
+  const { keyIdLength, algLength } = layout;
   let at = MAGIC.copy(out, 0);
   at = out.writeUInt8(FORMAT_VERSION, at);
   at = out.writeUInt16BE(SUITE_AES256GCM_HKDF_HMAC_COMMIT, at);
@@ -146,10 +138,11 @@ export function writeHeader(
   out.set(fields.contextBytes, at);
   at += fields.contextBytes.length;
   at += keys.commitment.copy(out, at);
-  at = out.writeUInt16BE(keyId.length, at);
-  at += keyId.copy(out, at);
-  at = out.writeUInt8(alg.length, at);
-  at += alg.copy(out, at);
+  // The text fields are encoded straight into `out`, no intermediate buffers.
+  at = out.writeUInt16BE(keyIdLength, at);
+  at += out.write(fields.keyId, at, keyIdLength, 'utf8');
+  at = out.writeUInt8(algLength, at);
+  at += out.write(fields.wrapAlgorithm, at, algLength, 'ascii');
   at = out.writeUInt16BE(fields.wrappedDek.length, at);
   out.set(fields.wrappedDek, at);
   at += fields.wrappedDek.length;

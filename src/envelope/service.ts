@@ -61,14 +61,6 @@ export class EnvelopeService {
     private readonly kek?: RewrapKeys,
   ) {}
 
-  /**
-   * True when every segment is sealed or opened synchronously, on this thread, when its seal/open is
-   * called (no worker pool): once that returns, nothing reads the segment's bytes any more.
-   */
-  get synchronous(): boolean {
-    return this.pool.alwaysInline;
-  }
-
   /** True when Rewrap can run (the service was given the KEK registry). */
   get canRewrap(): boolean {
     return this.kek !== undefined;
@@ -255,7 +247,7 @@ export class EnvelopeService {
    * where a queued job would read its segment later).
    */
   private reuseCopies(consumesInOrder: boolean): boolean {
-    return consumesInOrder && this.synchronous;
+    return consumesInOrder && this.pool.alwaysInline;
   }
 
   /** Whether segments must own their memory: the pool says (it copies views into reused buffers). */

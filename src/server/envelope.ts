@@ -269,7 +269,7 @@ export function envelopeHandlers(deps: EnvelopeDeps, peer: PeerKind): EnvelopeHa
         stream.onEnd(() => session.dispose());
         await stream.send({ metadata: { keyId: session.info.keyId, context: session.info.context } });
         await stream.send(session.header);
-        const returns = new RequestReturns(session);
+        const returns = new RequestReturns((memory) => session.holds(memory));
         for await (const message of messages) {
           if (message.msg !== 'data') {
             throw new SealboxError(
@@ -311,7 +311,7 @@ export function envelopeHandlers(deps: EnvelopeDeps, peer: PeerKind): EnvelopeHa
       stream.onEnd(admitted.release);
       (async () => {
         let session: ReturnType<EnvelopeService['beginDecrypt']> | undefined;
-        let returns: RequestReturns | undefined;
+        const returns = new RequestReturns((memory) => session?.holds(memory) ?? false);
         for await (const message of stream.messages()) {
           if (message.msg === 'init') {
             if (session) {
@@ -342,16 +342,14 @@ export function envelopeHandlers(deps: EnvelopeDeps, peer: PeerKind): EnvelopeHa
             stream.onEnd(() => session?.dispose());
           }
           const active = session;
-          returns ??= new RequestReturns(active);
           const received = returns.received(message.data);
           const { info, segments } = await active.push(message.data!);
           returns.pushed(received, segments);
           if (info) await stream.send({ metadata: { keyId: info.keyId, context: info.context } });
           for (const segment of segments) {
-            const reading = returns;
             await stream.submit(segment.data.length, () =>
               framed(
-                reading.settles(segment, active.open(segment, stream.signal, RESPONSE_HEADROOM, allocate)),
+                returns.settles(segment, active.open(segment, stream.signal, RESPONSE_HEADROOM, allocate)),
               ),
             );
           }
@@ -361,12 +359,10 @@ export function envelopeHandlers(deps: EnvelopeDeps, peer: PeerKind): EnvelopeHa
         const active = session;
         const last = active.finish();
         // The final segment may be a view of the last message too: in use until it is opened.
-        const reading = returns;
-        reading?.pushed(undefined, [last]);
-        await stream.submit(last.data.length, () => {
-          const opening = active.open(last, stream.signal, RESPONSE_HEADROOM, allocate);
-          return framed(reading ? reading.settles(last, opening) : opening);
-        });
+        returns.pushed(undefined, [last]);
+        await stream.submit(last.data.length, () =>
+          framed(returns.settles(last, active.open(last, stream.signal, RESPONSE_HEADROOM, allocate))),
+        );
         await stream.complete();
       })().catch((err) => stream.fail(err));
     },

@@ -112,7 +112,8 @@ export interface ReturnEntry {
 export class RequestReturns {
   private readonly waiting: ReturnEntry[] = [];
 
-  constructor(private readonly session: { holds(memory: ArrayBufferLike): boolean }) {}
+  /** `held(memory)`: whether the stream's framer still holds a view of `memory` (a session's `holds`). */
+  constructor(private readonly held: (memory: ArrayBufferLike) => boolean) {}
 
   /** A message about to be pushed: in use until `pushed`. Returns its entry (none if not reused). */
   received(data: Uint8Array | undefined): ReturnEntry | undefined {
@@ -152,7 +153,7 @@ export class RequestReturns {
   private flush(): void {
     while (this.waiting.length > 0) {
       const oldest = this.waiting[0]!;
-      if (oldest.uses > 0 || this.session.holds(oldest.view.buffer)) return;
+      if (oldest.uses > 0 || this.held(oldest.view.buffer)) return;
       this.waiting.shift();
       releaseRequest(oldest.view);
     }

@@ -392,7 +392,7 @@ describe('CiphertextReader', () => {
 
 test('writeHeader into a dirty buffer writes exactly the bytes buildHeader does, under alternating key ids', () => {
   const keys = deriveMessageKeys(randomBytes(32), randomBytes(MESSAGE_ID_BYTES));
-  // Alternating ids and algorithms: headerLayout's one-entry memo of the last encoded ones must follow.
+  // Alternating ids and algorithms, one id not ASCII: each header encodes its own, at the right length.
   const variants = [
     { keyId: 'https://v.vault.azure.net/keys/a/1', wrapAlgorithm: 'RSA-OAEP-256' },
     { keyId: 'https://v.vault.azure.net/keys/ä/2', wrapAlgorithm: 'A256KW' },

@@ -133,7 +133,7 @@ test('RequestReturns gives a message back only once no push, pending segment or 
   const decoder = new StreamDecoder(-1);
   const [a, b, c] = decoder.write(frames([randomBytes(100_000), randomBytes(100_000), randomBytes(100_000)]));
   const held = new Set<ArrayBufferLike>();
-  const returns = new RequestReturns({ holds: (memory) => held.has(memory) });
+  const returns = new RequestReturns((memory) => held.has(memory));
   const viewOf = (m: Buffer) => ({ data: m.subarray(10, 20) });
 
   // a: being pushed — kept even though nothing holds it yet.
