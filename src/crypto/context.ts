@@ -1,12 +1,11 @@
 import { ErrorCode, SealboxError } from '../errors';
+import { utf8Text } from './utf8';
 
 /** An encryption context: authenticated, unencrypted string pairs stored in the header. */
 export type EncryptionContext = Readonly<Record<string, string>>;
 
 export const MAX_CONTEXT_PAIRS = 64;
 export const MAX_CONTEXT_BYTES = 8 * 1024;
-
-const utf8 = new TextDecoder('utf-8', { fatal: true, ignoreBOM: true });
 
 /**
  * Canonical encoding (docs/FORMAT.md §Context): u16 pair count, then for each pair in ascending
@@ -55,41 +54,49 @@ export function encodeContext(context: EncryptionContext): Buffer {
 /**
  * Parses a canonical context encoding. Throws CIPHERTEXT_MALFORMED for anything that is not the
  * canonical encoding of some context (wrong order, duplicate or empty keys, bad UTF-8, stray bytes).
+ * Works on offsets into `bytes`: no view or closure per pair (DecryptBatch decodes one per item).
  */
 export function decodeContext(bytes: Uint8Array): EncryptionContext {
-  const bad = (why: string) =>
-    new SealboxError(ErrorCode.CIPHERTEXT_MALFORMED, `header context is malformed: ${why}`);
   if (bytes.length < 2 || bytes.length > MAX_CONTEXT_BYTES)
-    throw bad(`${bytes.length} bytes is out of bounds`);
-  const view = Buffer.from(bytes.buffer, bytes.byteOffset, bytes.byteLength);
+    throw malformedContext(`${bytes.length} bytes is out of bounds`);
+  const view = Buffer.isBuffer(bytes) ? bytes : Buffer.from(bytes.buffer, bytes.byteOffset, bytes.byteLength);
+  const end = view.length;
   const count = view.readUInt16BE(0);
-  if (count > MAX_CONTEXT_PAIRS) throw bad(`${count} pairs exceed ${MAX_CONTEXT_PAIRS}`);
+  if (count > MAX_CONTEXT_PAIRS) throw malformedContext(`${count} pairs exceed ${MAX_CONTEXT_PAIRS}`);
   const context: Record<string, string> = Object.create(null);
   let at = 2;
-  let previous: Buffer | undefined;
-  const take = (): Buffer => {
-    if (at + 2 > view.length) throw bad('a length runs past the end');
-    const length = view.readUInt16BE(at);
-    at += 2;
-    if (at + length > view.length) throw bad('a string runs past the end');
-    const piece = view.subarray(at, at + length);
-    at += length;
-    return piece;
-  };
+  let previousAt = -1;
+  let previousEnd = -1;
   for (let i = 0; i < count; i++) {
-    const key = take();
-    const value = take();
-    if (key.length === 0) throw bad('empty key');
-    if (previous && Buffer.compare(previous, key) >= 0) throw bad('keys are not in strictly ascending order');
-    previous = key;
-    try {
-      context[utf8.decode(key)] = utf8.decode(value);
-    } catch {
-      throw bad('not valid UTF-8');
-    }
+    const keyAt = stringAt(view, at);
+    const keyEnd = keyAt + view.readUInt16BE(keyAt - 2);
+    const valueAt = stringAt(view, keyEnd);
+    at = valueAt + view.readUInt16BE(valueAt - 2);
+    if (keyEnd === keyAt) throw malformedContext('empty key');
+    // Strictly ascending byte order: this key must compare after the one before it.
+    if (previousAt >= 0 && view.compare(view, previousAt, previousEnd, keyAt, keyEnd) <= 0)
+      throw malformedContext('keys are not in strictly ascending order');
+    previousAt = keyAt;
+    previousEnd = keyEnd;
+    const key = utf8Text(view, keyAt, keyEnd);
+    const value = utf8Text(view, valueAt, at);
+    if (key === undefined || value === undefined) throw malformedContext('not valid UTF-8');
+    context[key] = value;
   }
-  if (at !== view.length) throw bad(`${view.length - at} stray bytes after the last pair`);
+  if (at !== end) throw malformedContext(`${end - at} stray bytes after the last pair`);
   return { ...context };
+}
+
+/** Where the string whose u16 length is at `at` starts; throws if the length or the string runs past the end. */
+function stringAt(view: Buffer, at: number): number {
+  if (at + 2 > view.length) throw malformedContext('a length runs past the end');
+  const start = at + 2;
+  if (start + view.readUInt16BE(at) > view.length) throw malformedContext('a string runs past the end');
+  return start;
+}
+
+function malformedContext(why: string): SealboxError {
+  return new SealboxError(ErrorCode.CIPHERTEXT_MALFORMED, `header context is malformed: ${why}`);
 }
 
 /**

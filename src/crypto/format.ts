@@ -29,6 +29,7 @@ import { createHmac, timingSafeEqual } from 'node:crypto';
 import { ErrorCode, SealboxError } from '../errors';
 import { decodeContext, type EncryptionContext, MAX_CONTEXT_BYTES } from './context';
 import type { MessageKeys } from './kdf';
+import { utf8Text } from './utf8';
 
 export const MAGIC = Buffer.from('SBX', 'ascii');
 export const FORMAT_VERSION = 1;
@@ -158,13 +159,30 @@ export function buildHeader(fields: HeaderFields, keys: MessageKeys): Buffer {
   return out;
 }
 
+/** How parseHeader may save work; without options it copies every field and decodes every text. */
+export interface ParseOptions {
+  /**
+   * Return views of `bytes` for the binary fields instead of copies. Only for a caller that keeps
+   * `bytes` alive and unchanged for as long as it uses the header (DecryptBatch: an item inside its
+   * request). A stream reader's bytes are reused, so it keeps the default: copies, which also never
+   * pin a large buffer.
+   */
+  readonly views?: boolean;
+  /**
+   * A header parsed before (DecryptBatch: the previous item). Where this header's context, key id or
+   * wrap algorithm bytes equal that header's, its decoded value is reused instead of decoding the
+   * same bytes again; anything else is decoded and checked as usual.
+   */
+  readonly previous?: Header;
+}
+
 /**
  * Parses a header from the start of `bytes`. Returns undefined when `bytes` ends before the header
  * does (a stream reader waits for more); throws CIPHERTEXT_MALFORMED as soon as any field is out of
  * bounds. Every length is checked against its bound before it is used, so nothing is allocated or
  * awaited on the say-so of an unchecked length.
  */
-export function parseHeader(bytes: Buffer): Header | undefined {
+export function parseHeader(bytes: Buffer, options?: ParseOptions): Header | undefined {
   const bad = (why: string) =>
     new SealboxError(ErrorCode.CIPHERTEXT_MALFORMED, `ciphertext header is malformed: ${why}`);
   const have = bytes.length;
@@ -214,28 +232,51 @@ export function parseHeader(bytes: Buffer): Header | undefined {
   const length = tagAt + HEADER_TAG_BYTES;
   if (have < length) return undefined;
 
-  const context = decodeContext(bytes.subarray(44, 44 + contextLength));
+  const previous = options?.previous?.authenticated;
+  const same = (at: number, length: number, previousAt: number, previousLength: number): boolean =>
+    previous !== undefined &&
+    length === previousLength &&
+    bytes.compare(previous, previousAt, previousAt + length, at, at + length) === 0;
+  // Where the previous header's fields sit in its authenticated bytes (the same layout as here).
+  const previousContextLength = previous ? previous.readUInt16BE(42) : 0;
+  const previousKeyIdAt = 44 + previousContextLength + COMMITMENT_BYTES + 2;
+  const previousKeyIdLength = previous ? previous.readUInt16BE(previousKeyIdAt - 2) : 0;
+  const previousAlgAt = previousKeyIdAt + previousKeyIdLength + 1;
+  const previousAlgLength = previous ? previous[previousAlgAt - 1]! : 0;
+
+  const context = same(44, contextLength, 44, previousContextLength)
+    ? options!.previous!.context
+    : decodeContext(bytes.subarray(44, 44 + contextLength));
   let keyId: string;
-  try {
-    keyId = new TextDecoder('utf-8', { fatal: true, ignoreBOM: true }).decode(
-      bytes.subarray(keyIdAt, keyIdAt + keyIdLength),
-    );
-  } catch {
-    throw bad('key id is not valid UTF-8');
+  if (same(keyIdAt, keyIdLength, previousKeyIdAt, previousKeyIdLength)) {
+    keyId = options!.previous!.keyId;
+  } else {
+    const text = utf8Text(bytes, keyIdAt, keyIdAt + keyIdLength);
+    if (text === undefined) throw bad('key id is not valid UTF-8');
+    keyId = text;
   }
-  const wrapAlgorithm = bytes.toString('latin1', algAt, algAt + algLength);
-  if (!/^[A-Za-z0-9_-]+$/.test(wrapAlgorithm)) throw bad('wrap algorithm is not an algorithm name');
-  // Copies, so a parsed header never pins the (possibly large) buffer it came from.
+  let wrapAlgorithm: string;
+  if (same(algAt, algLength, previousAlgAt, previousAlgLength)) {
+    wrapAlgorithm = options!.previous!.wrapAlgorithm;
+  } else {
+    wrapAlgorithm = bytes.toString('latin1', algAt, algAt + algLength);
+    if (!/^[A-Za-z0-9_-]+$/.test(wrapAlgorithm)) throw bad('wrap algorithm is not an algorithm name');
+  }
+  // Copies unless the caller asked for views, so a parsed header never pins the (possibly large)
+  // buffer it came from.
+  const field = options?.views
+    ? (start: number, end: number) => bytes.subarray(start, end)
+    : (start: number, end: number) => Buffer.from(bytes.subarray(start, end));
   return {
-    messageId: Buffer.from(bytes.subarray(6, 38)),
+    messageId: field(6, 38),
     chunkSize,
     context,
-    commitment: Buffer.from(bytes.subarray(44 + contextLength, 44 + contextLength + COMMITMENT_BYTES)),
+    commitment: field(44 + contextLength, 44 + contextLength + COMMITMENT_BYTES),
     keyId,
     wrapAlgorithm,
-    wrappedDek: Buffer.from(bytes.subarray(wrappedAt, tagAt)),
-    tag: Buffer.from(bytes.subarray(tagAt, length)),
-    authenticated: Buffer.from(bytes.subarray(0, tagAt)),
+    wrappedDek: field(wrappedAt, tagAt),
+    tag: field(tagAt, length),
+    authenticated: field(0, tagAt),
     length,
   };
 }

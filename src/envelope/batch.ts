@@ -327,19 +327,27 @@ export class BatchEnvelope {
       // Parse and check each header; group items by the DEK they need (key id, algorithm, wrapped DEK).
       const groups = new Map<string, Group>();
       const headers = new Array<Header>(end - start);
+      // Items of one batch usually share a DEK, a key id and often a context: each header is parsed
+      // with the one before it, so equal fields are compared, not decoded again (format.ts), and
+      // an item with the same DEK as the one before it joins its group without a map lookup.
+      let last: { header: Header; group: Group } | undefined;
       for (let i = start; i < end; i++) {
         try {
-          const header = readHeader(items[i]!.ciphertext);
+          const header = readHeader(items[i]!.ciphertext, last?.header);
           // Before the vault is asked: a caller must not cause unwraps under keys it is not granted.
           checkOnce(verdicts, header.keyId, () => access.checkKeyId('decrypt', header.keyId));
           headers[i - start] = header;
-          const id = `${header.keyId}\n${header.wrapAlgorithm}\n${header.wrappedDek.toString('latin1')}`;
-          let group = groups.get(id);
+          let group = last && sameDek(header, last.header) ? last.group : undefined;
           if (!group) {
-            group = { indexes: [] };
-            groups.set(id, group);
+            const id = `${header.keyId}\n${header.wrapAlgorithm}\n${header.wrappedDek.toString('latin1')}`;
+            group = groups.get(id);
+            if (!group) {
+              group = { indexes: [] };
+              groups.set(id, group);
+            }
           }
           group.indexes.push(i);
+          last = { header, group };
         } catch (err) {
           results[i] = itemFailure('DecryptBatch', i, err);
         }
@@ -473,18 +481,20 @@ export class BatchEnvelope {
     signal?: AbortSignal,
   ): Buffer | Promise<Buffer> {
     const body = ciphertext.subarray(header.length);
+    const inline = this.pool.runsInline(body.length);
     const batch = {
       key: keys.encryptionKey,
       messageId: header.messageId,
       chunkSize: header.chunkSize,
       firstIndex: 0,
       final: true,
+      // A worker gets a buffer of its own to transfer.
+      data: inline ? body : Buffer.from(body),
+      allocate: inline ? outputs.allocate : undefined,
     };
-    if (this.pool.runsInline(body.length)) {
-      return opened(this.pool.openInline({ ...batch, data: body, allocate: outputs.allocate }));
-    }
+    if (inline) return opened(this.pool.openInline(batch));
     this.keys.check?.(header.keyId, 'decrypt');
-    return this.pool.open({ ...batch, data: Buffer.from(body) }, signal).then(opened);
+    return this.pool.open(batch, signal).then(opened);
   }
 
   private checkCount(method: string, count: number): void {
@@ -507,12 +517,14 @@ function opened(result: OpenResult): Buffer {
 
 /**
  * Parses a whole ciphertext's header and checks that a body follows, with the same errors as the
- * stream reader (crypto/framing.ts CiphertextReader.finish) for the same bytes.
+ * stream reader (crypto/framing.ts CiphertextReader.finish) for the same bytes. The header's binary
+ * fields are views of `ciphertext`: an item is a view of the call's request, which stays unchanged
+ * until the call has answered (request buffers are reused only by streams: server/grpc-reassembly.ts).
  */
-function readHeader(ciphertext: Buffer): Header {
+function readHeader(ciphertext: Buffer, previous: Header | undefined): Header {
   if (!Buffer.isBuffer(ciphertext))
     throw new SealboxError(ErrorCode.INVALID_ARGUMENT, 'ciphertext must be bytes');
-  const header = parseHeader(ciphertext);
+  const header = parseHeader(ciphertext, { views: true, previous });
   if (!header) {
     throw new SealboxError(
       ErrorCode.CIPHERTEXT_TRUNCATED,
@@ -562,6 +574,11 @@ function checkOnce(verdicts: Map<string, SealboxError | null>, what: string, che
     if (err instanceof SealboxError) verdicts.set(what, err);
     throw err;
   }
+}
+
+/** Both headers name the same wrapped DEK (so the same unwrap and cache entry). */
+function sameDek(a: Header, b: Header): boolean {
+  return a.keyId === b.keyId && a.wrapAlgorithm === b.wrapAlgorithm && a.wrappedDek.equals(b.wrappedDek);
 }
 
 /** Equal contexts (same pairs), without encoding either. */

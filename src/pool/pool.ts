@@ -116,12 +116,12 @@ export class ChunkPool {
     }
   }
 
-  /** True when a batch of `bytes` runs on the main thread. */
   /** True when there are no workers: every batch is sealed or opened on this thread, at once. */
   get alwaysInline(): boolean {
     return !this.piscina;
   }
 
+  /** True when a batch of `bytes` runs on the main thread. */
   runsInline(bytes: number): boolean {
     return !this.piscina || bytes < this.options.inlineBelowBytes;
   }

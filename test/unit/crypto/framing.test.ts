@@ -31,6 +31,7 @@ import {
 import { CiphertextReader, PlaintextFramer, type Segment } from '../../../src/crypto/framing';
 import { deriveMessageKeys } from '../../../src/crypto/kdf';
 import { sealMessage } from '../../../src/crypto/message';
+import { utf8Text } from '../../../src/crypto/utf8';
 import { ErrorCode, SealboxError } from '../../../src/errors';
 
 function throwsCode(fn: () => unknown, code: ErrorCode, message?: RegExp): void {
@@ -645,6 +646,142 @@ describe('parseHeader', () => {
       // nothing sized by the bad length is read, allocated or awaited. No clock: speed is bench's.
       throwsCode(() => parseHeader(bytes.subarray(0, upTo)), ErrorCode.CIPHERTEXT_MALFORMED, m.why);
       throwsCode(() => parseHeader(bytes), ErrorCode.CIPHERTEXT_MALFORMED, m.why);
+    });
+  }
+});
+
+describe('parseHeader options (DecryptBatch: views, and fields shared with the previous item)', () => {
+  /** Every field of a header as plain values, to compare two parses. */
+  const plain = (h: Header) => ({
+    ...h,
+    context: { ...h.context },
+    messageId: Buffer.from(h.messageId),
+    commitment: Buffer.from(h.commitment),
+    wrappedDek: Buffer.from(h.wrappedDek),
+    tag: Buffer.from(h.tag),
+    authenticated: Buffer.from(h.authenticated),
+  });
+  const sharesMemory = (a: Buffer, b: Buffer) => a.buffer === b.buffer;
+
+  test('views: the same fields as copies, in the parsed bytes', () => {
+    const bytes = testHeader();
+    const copied = parseHeader(bytes)!;
+    const viewed = parseHeader(bytes, { views: true })!;
+    assert.deepEqual(plain(viewed), plain(copied));
+    for (const field of ['messageId', 'commitment', 'wrappedDek', 'tag', 'authenticated'] as const) {
+      assert.ok(sharesMemory(viewed[field], bytes), `${field} is a view`);
+      assert.ok(!sharesMemory(copied[field], bytes), `${field} is a copy by default`);
+    }
+  });
+
+  test('previous: equal context, key id and algorithm bytes reuse its values; the rest is parsed', () => {
+    const first = parseHeader(testHeader({ context: { row: '1' } }), { views: true })!;
+    const bytes = testHeader({ context: { row: '1' } });
+    const second = parseHeader(bytes, { views: true, previous: first })!;
+    assert.equal(second.context, first.context, 'the same decoded context object');
+    assert.equal(second.keyId, first.keyId);
+    assert.deepEqual(plain(second), plain(parseHeader(bytes)!));
+    assert.ok(!second.messageId.equals(first.messageId));
+  });
+
+  // Every field that differs from the previous header's, by as little as one byte or in length
+  // alone, is decoded from this header's own bytes.
+  const differences: ReadonlyArray<{ name: string; fields: Parameters<typeof testHeader>[0] }> = [
+    { name: 'a context value one byte apart', fields: { context: { row: '2' } } },
+    { name: 'a longer context', fields: { context: { row: '1', x: '' } } },
+    { name: 'an empty context', fields: { context: {} } },
+    {
+      name: 'a key id one byte apart',
+      fields: { context: { row: '1' }, keyId: `${WRAPPED.keyId.slice(0, -1)}X` },
+    },
+    { name: 'a key id one byte longer', fields: { context: { row: '1' }, keyId: `${WRAPPED.keyId}0` } },
+    { name: 'another wrap algorithm', fields: { context: { row: '1' }, wrapAlgorithm: 'RSA-OAEP-256' } },
+  ];
+  for (const d of differences) {
+    test(`previous: ${d.name} is decoded, not reused`, () => {
+      const first = parseHeader(testHeader({ context: { row: '1' } }), { views: true })!;
+      const bytes = testHeader(d.fields);
+      const second = parseHeader(bytes, { views: true, previous: first })!;
+      assert.deepEqual(plain(second), plain(parseHeader(bytes)!));
+    });
+  }
+
+  test('previous: a malformed field is still rejected', () => {
+    const first = parseHeader(testHeader(), { views: true })!;
+    // Fields edited in place after the header was built (parsing comes before the tag is checked).
+    const bytes = testHeader({ wrapAlgorithm: 'RSA_OAEP' });
+    bytes.write('RSA OAEP', bytes.indexOf('RSA_OAEP'), 'latin1');
+    throwsCode(() => parseHeader(bytes, { previous: first }), ErrorCode.CIPHERTEXT_MALFORMED, /algorithm/);
+    const bad = testHeader({ keyId: 'local:test/k' });
+    bad[bad.indexOf('local:test/k') + 11] = 0xff;
+    throwsCode(() => parseHeader(bad, { previous: first }), ErrorCode.CIPHERTEXT_MALFORMED, /UTF-8/);
+  });
+
+  test('property: with any previous header, the result equals a plain parse', () => {
+    const text = fc.string({ unit: 'binary', minLength: 1, maxLength: 12 });
+    const fields = fc.record({
+      context: fc.dictionary(text, fc.string({ unit: 'binary', maxLength: 8 }), { maxKeys: 3 }),
+      keyId: fc.constantFrom('local:test/1', 'local:test/2', 'local:tést/1', 'x'),
+      wrapAlgorithm: fc.constantFrom('A256KW', 'RSA-OAEP-256', 'B256KW'),
+    });
+    fc.assert(
+      fc.property(fields, fields, (a, b) => {
+        const first = parseHeader(testHeader(a), { views: true })!;
+        const bytes = testHeader(b);
+        const second = parseHeader(bytes, { views: true, previous: first })!;
+        assert.deepEqual(plain(second), plain(parseHeader(bytes)!));
+      }),
+      { numRuns: 300 },
+    );
+  });
+});
+
+describe('utf8Text', () => {
+  const strict = new TextDecoder('utf-8', { fatal: true, ignoreBOM: true });
+  const expected = (b: Buffer): string | undefined => {
+    try {
+      return strict.decode(b);
+    } catch {
+      return undefined;
+    }
+  };
+
+  test('agrees with a strict TextDecoder on any bytes, at any offsets', () => {
+    // Bytes biased to the ranges where UTF-8 goes wrong: continuation bytes, lead bytes, ASCII.
+    const byte = fc.oneof(
+      fc.integer({ min: 0, max: 0x7f }),
+      fc.integer({ min: 0x80, max: 0xbf }),
+      fc.integer({ min: 0xc0, max: 0xff }),
+    );
+    fc.assert(
+      fc.property(fc.array(byte, { maxLength: 24 }), fc.nat(4), fc.nat(4), (values, before, after) => {
+        const whole = Buffer.concat([
+          Buffer.alloc(before, 0xe2),
+          Buffer.from(values),
+          Buffer.alloc(after, 0x80),
+        ]);
+        const end = before + values.length;
+        assert.equal(utf8Text(whole, before, end), expected(whole.subarray(before, end)));
+      }),
+      { numRuns: 2000 },
+    );
+  });
+
+  const cases: ReadonlyArray<{ name: string; hex: string; text: string | undefined }> = [
+    { name: 'ASCII', hex: '6b65792d31', text: 'key-1' },
+    { name: 'a BOM, kept', hex: 'efbbbf61', text: '\uFEFFa' },
+    { name: 'a two-byte character', hex: 'c3a9', text: 'é' },
+    { name: 'a four-byte character', hex: 'f09f9491', text: '🔑' },
+    { name: 'an overlong NUL', hex: 'c080', text: undefined },
+    { name: 'an encoded surrogate', hex: 'eda080', text: undefined },
+    { name: 'a cut sequence', hex: '61e282', text: undefined },
+    { name: 'a lone continuation byte', hex: '80', text: undefined },
+    { name: 'beyond U+10FFFF', hex: 'f4908080', text: undefined },
+  ];
+  for (const c of cases) {
+    test(c.name, () => {
+      const b = Buffer.from(c.hex, 'hex');
+      assert.equal(utf8Text(b, 0, b.length), c.text);
     });
   }
 });
