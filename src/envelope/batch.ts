@@ -450,23 +450,26 @@ export class BatchEnvelope {
   ): Buffer | Promise<Buffer> {
     // Checks the fields (RangeError) before any sealing.
     const layout = headerLayout(fields);
+    const inline = this.pool.runsInline(plaintext.length);
     const batch = {
       key: keys.encryptionKey,
       messageId: fields.messageId,
       chunkSize: fields.chunkSize,
       firstIndex: 0,
       final: true,
-      data: plaintext,
+      // A worker gets a buffer of its own to transfer.
+      data: inline ? plaintext : Buffer.from(plaintext),
       headroom: layout.size,
+      allocate: inline ? outputs.allocate : undefined,
     };
-    if (this.pool.runsInline(plaintext.length)) {
-      const out = this.pool.sealInline({ ...batch, allocate: outputs.allocate });
+    if (inline) {
+      const out = this.pool.sealInline(batch);
       writeHeader(fields, keys, out, layout);
       return out;
     }
-    // A worker gets a buffer of its own to transfer; time passes, so the key version is checked again.
+    // Time passes on a worker, so the key version is checked again.
     this.keys.check?.(run.wrapped.keyId, 'encrypt');
-    return this.pool.seal({ ...batch, data: Buffer.from(plaintext) }, signal).then((out) => {
+    return this.pool.seal(batch, signal).then((out) => {
       writeHeader(fields, keys, out, layout);
       return out;
     });
