@@ -8,7 +8,6 @@
  * 'drain' when grpc-js's buffer is full. So a client that stops reading stalls its own stream (and
  * HTTP/2 flow control stalls its writer) instead of growing server memory.
  */
-import { once } from 'node:events';
 import type { ServerDuplexStream } from '@grpc/grpc-js';
 import { ErrorCode, SealboxError } from '../errors';
 import type { Logger } from '../log/logger';
@@ -257,9 +256,28 @@ export class StreamCall<Req, Res extends DataResponse> {
   private async writeOne(message: Res, done?: (err: Error | null | undefined) => void): Promise<void> {
     if (this.ended) return;
     const more = done ? this.call.write(message, done) : this.call.write(message);
-    if (!more) await once(this.call, 'drain', { signal: this.signal });
+    if (!more) await this.drained();
     // refresh() would re-arm a cleared timer, so only while the call lives.
     if (!this.ended) this.idleTimer?.refresh();
+  }
+
+  /**
+   * Resolves on the call's next 'drain', or as soon as the call ends (finishWith wakes every stop
+   * listener); the caller checks `ended`. Not `events.once(call, 'drain', { signal })`: that adds and
+   * removes an abort listener on the call's signal for every wait, a write with two messages behind
+   * it waits often, and the signal does not fire when a call ends with OK.
+   */
+  private drained(): Promise<void> {
+    const call = this.call;
+    return new Promise<void>((resolve) => {
+      const done = () => {
+        call.removeListener('drain', done);
+        this.stopListeners.delete(done);
+        resolve();
+      };
+      call.on('drain', done);
+      this.stopListeners.add(done);
+    });
   }
 
   private throwIfStopped(): void {
