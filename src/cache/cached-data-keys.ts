@@ -41,7 +41,13 @@ import { type AuditCaller, REFRESH_AHEAD } from '../kek/audit';
 import type { KekRegistry } from '../kek/registry';
 import { type Cancellation, signalOf, untilAborted } from '../util/abort';
 import { ByteBudget } from '../util/budget';
-import { type DataKeySource, DEK_BYTES, type EncryptKeyRun, type EncryptKeys } from './data-keys';
+import {
+  type DataKeySource,
+  DEK_BYTES,
+  type EncryptKeyRun,
+  type EncryptKeys,
+  type VaultAnswer,
+} from './data-keys';
 import { type KeyOperationName, KeyStates, type KeyUse } from './key-states';
 
 export interface CacheOptions {
@@ -436,10 +442,20 @@ export class CachedDataKeys implements DataKeySource {
    */
   private inBand<T>(call: Promise<T>, keyId: string | undefined, operation: KeyOperationName): Promise<T> {
     return call.catch((err: unknown) => {
-      const about = (err instanceof SealboxError ? err.keyId : undefined) ?? keyId;
-      if (about !== undefined) this.states.failed(about, err, operation);
+      this.vaultAnswered({ keyId, operation, error: err });
       throw err;
     });
+  }
+
+  /** DataKeySource.vaultAnswered: vault answers seen outside the cache (Rewrap) count as in-band evidence. */
+  vaultAnswered(answer: VaultAnswer): void {
+    if ('error' in answer) {
+      const about = (answer.error instanceof SealboxError ? answer.error.keyId : undefined) ?? answer.keyId;
+      if (about !== undefined) this.states.failed(about, answer.error, answer.operation);
+      return;
+    }
+    if (answer.attributes) this.states.attributes(answer.keyId, answer.attributes);
+    else this.states.succeeded(answer.keyId, answer.operation, answer.sample);
   }
 
   /** Zeroes and drops every cached DEK, both sides. */

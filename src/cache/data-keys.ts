@@ -13,6 +13,7 @@ import { ErrorCode, SealboxError } from '../errors';
 import type { AuditCaller } from '../kek/audit';
 import type { KekRegistry } from '../kek/registry';
 import { type Cancellation, signalOf } from '../util/abort';
+import type { KeyAttributes, KeyOperationName } from './key-states';
 
 /** AES-256 data keys. */
 export const DEK_BYTES = 32;
@@ -73,7 +74,32 @@ export interface DataKeySource {
    * the vault anyway.
    */
   check?(keyId: string, use: 'encrypt' | 'decrypt'): void;
+  /**
+   * Optional: the outcome of a wrap or unwrap made outside this source — Rewrap unwraps and wraps
+   * through the KEK providers directly (envelope/rewrap.ts) — so the key-state model learns from it as
+   * from the source's own vault calls (cache/key-states.ts): a disabled or deleted version is revoked
+   * at once, a permission refusal is a suspicion to confirm, an outage changes nothing, a success
+   * clears a suspicion. `sample` (an unwrap's success) is the wrapped DEK the vault opened;
+   * `attributes` (a key read's success) are the version's state as the vault reports it.
+   */
+  vaultAnswered?(answer: VaultAnswer): void;
 }
+
+/** What a vault call made outside the DataKeySource reports (DataKeySource.vaultAnswered). */
+export type VaultAnswer =
+  | {
+      /** The version the call used (an unwrap: the header's; a wrap: the one the vault wrapped under). */
+      readonly keyId: string;
+      readonly operation: KeyOperationName;
+      readonly sample?: { readonly algorithm: string; readonly wrapped: Uint8Array };
+      readonly attributes?: KeyAttributes;
+    }
+  | {
+      /** The version the call was about, when known; the error's own keyId (set by providers) wins. */
+      readonly keyId?: string;
+      readonly operation: KeyOperationName;
+      readonly error: unknown;
+    };
 
 /** One fresh DEK and one wrap call per encrypted message; one unwrap call per decrypted message. */
 export class UncachedDataKeys implements DataKeySource {

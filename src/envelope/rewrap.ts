@@ -21,6 +21,8 @@
  *
  *   parse the header (CIPHERTEXT_MALFORMED / CIPHERTEXT_TRUNCATED)
  *   → target = the key_alias's key, or the key that owns the header's key id
+ *   → the header's version revoked, or known not to exist? Refused before any vault call
+ *     (DataKeySource.check; every vault answer below is reported back to it: `reported`)
  *   → already under the target's current version? Verify the header through the DataKeySource (the
  *     DEK cache's decrypt path; derived keys suffice to verify) and return it unchanged: no wrap
  *   → else unwrap the DEK with the header's exact key version (KekProvider.unwrap, the DataKeySource
@@ -41,7 +43,8 @@
  * at most `stream.maxInFlightSegments` items at a time.
  */
 import { createHash } from 'node:crypto';
-import { type DataKeySource, DEK_BYTES } from '../cache/data-keys';
+import { type DataKeySource, DEK_BYTES, type VaultAnswer } from '../cache/data-keys';
+import type { KeyOperationName } from '../cache/key-states';
 import { checkExpectedContext, type EncryptionContext } from '../crypto/context';
 import { type Header, MAX_HEADER_BYTES, parseHeader, rewrapHeader, verifyHeader } from '../crypto/format';
 import { deriveMessageKeys, zeroMessageKeys } from '../crypto/kdf';
@@ -173,10 +176,14 @@ export class RewrapSession {
     if (item.keyAlias) this.access.checkAlias('rewrap', item.keyAlias);
     const source = this.kek.forKeyId(header.keyId);
     const target = item.keyAlias ? this.kek.forAlias(item.keyAlias) : source;
+    // Before the vault is asked anything about the header's version (isCurrent reads it): a version
+    // the key-state model has revoked, or one the vault said does not exist (the bounded negative
+    // cache), is refused here, so a forged key id costs one lookup however often it is sent.
+    this.dataKeys.check?.(header.keyId, 'decrypt');
     if (await this.isCurrent(target, header.keyId)) return this.unchanged(item);
 
-    // A version the cache has revoked (key watcher, or a vault verdict seen in-band) is refused here
-    // too, before the vault is asked; the unchanged path gets the same check inside forDecrypt.
+    // Again, now that the version's attributes were read: a revocation they (or anything else)
+    // caused meanwhile stops the unwrap too; the unchanged path gets the same check inside forDecrypt.
     this.dataKeys.check?.(header.keyId, 'decrypt');
     const { dek, shared } = await this.dekFor(source, header);
     const keys = deriveMessageKeys(dek, header.messageId);
@@ -224,7 +231,15 @@ export class RewrapSession {
     }
     let latest = perKey.get(keyId);
     if (!latest) {
-      const asked = target.status(keyId, this.signal, undefined, this.caller).then((s) => s.latestKeyId);
+      const asked = this.reported(
+        target.status(keyId, this.signal, undefined, this.caller),
+        'getKey',
+        keyId,
+        (s) => ({
+          keyId,
+          attributes: { enabled: s.enabled, notBefore: s.notBefore, expiresOn: s.expiresOn },
+        }),
+      ).then((s) => s.latestKeyId);
       latest = asked;
       perKey.set(keyId, asked);
       // A failure is not reused: the next item asks again.
@@ -279,12 +294,14 @@ export class RewrapSession {
 
   /** Unwraps with the header's exact key version into a buffer this session owns. */
   private async unwrap(source: KekProvider, header: Header): Promise<Buffer> {
-    const dek = await source.unwrap(
+    const dek = await this.reported(
+      source.unwrap(header.keyId, header.wrapAlgorithm, header.wrappedDek, this.signal, this.caller),
+      'unwrapKey',
       header.keyId,
-      header.wrapAlgorithm,
-      header.wrappedDek,
-      this.signal,
-      this.caller,
+      () => ({
+        keyId: header.keyId,
+        sample: { algorithm: header.wrapAlgorithm, wrapped: header.wrappedDek },
+      }),
     );
     if (this.disposed) {
       dek.fill(0);
@@ -303,10 +320,14 @@ export class RewrapSession {
 
   /** Wraps `dek` under the target's current version; items sharing the DEK share the wrap. */
   private wrap(target: KekProvider, dek: Buffer, shared: SharedDek | undefined): Promise<WrapResult> {
-    if (!shared) return target.wrap(dek, this.signal, this.caller);
+    const call = () =>
+      this.reported(target.wrap(dek, this.signal, this.caller), 'wrapKey', undefined, (result) => ({
+        keyId: result.keyId,
+      }));
+    if (!shared) return call();
     let wrapped = shared.wraps.get(target);
     if (!wrapped) {
-      const started = target.wrap(dek, this.signal, this.caller);
+      const started = call();
       wrapped = started;
       shared.wraps.set(target, started);
       started.catch(() => {
@@ -314,6 +335,33 @@ export class RewrapSession {
       });
     }
     return wrapped;
+  }
+
+  /**
+   * Passes a vault call's outcome to the key-state model (DataKeySource.vaultAnswered): these calls
+   * bypass the DEK cache, but what the vault says about a version is evidence all the same — a
+   * disabled version seen here (its attributes, or a refused unwrap) revokes its cached DEKs as one
+   * seen by Decrypt would, and a 404 for a forged version goes to the same negative cache. A call
+   * this session cancelled says nothing about the key and is not reported.
+   */
+  private reported<T>(
+    call: Promise<T>,
+    operation: KeyOperationName,
+    keyId: string | undefined,
+    success: (value: T) => Omit<Extract<VaultAnswer, { sample?: unknown }>, 'operation'>,
+  ): Promise<T> {
+    const answered = this.dataKeys.vaultAnswered?.bind(this.dataKeys);
+    if (!answered) return call;
+    return call.then(
+      (value) => {
+        answered({ operation, ...success(value) });
+        return value;
+      },
+      (error: unknown) => {
+        if (!this.signal?.aborted) answered({ keyId, operation, error });
+        throw error;
+      },
+    );
   }
 
   private release(dek: Buffer): void {

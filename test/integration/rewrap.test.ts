@@ -23,6 +23,7 @@ import { CachedDataKeys } from '../../src/cache/cached-data-keys';
 import { connectEnvelope, decrypt, encrypt, errorCode, rewrap, rewrapStream } from '../../src/client/client';
 import { type ConfigInput, validateConfig } from '../../src/config/config';
 import { parseHeader } from '../../src/crypto/format';
+import { sealMessage } from '../../src/crypto/message';
 import {
   type DevVault,
   devVaultClientOptions,
@@ -357,6 +358,40 @@ test('RewrapStream: a vault outage ends the stream with UNAVAILABLE naming the i
   } finally {
     vault.setFaults({ errorRate: 0 });
   }
+});
+
+test('a forged key version costs one vault lookup: later Rewraps naming it are refused without one', async () => {
+  // A well-formed id of a version that does not exist, in an otherwise genuine ciphertext.
+  const forgedId = `${v1.slice(0, v1.lastIndexOf('/') + 1)}${'f'.repeat(32)}`;
+  const forged = sealMessage(Buffer.from('forged'), {
+    dek: randomBytes(32),
+    wrapped: { keyId: forgedId, wrapAlgorithm: 'RSA-OAEP-256', wrappedDek: randomBytes(256) },
+    context: CONTEXT,
+    chunkSize: 4096,
+  });
+  const vaultCalls = () => count('getKey') + count('unwrapKey') + count('wrapKey');
+  const first = await refused(rewrap(box.client, { headerOrCiphertext: forged }));
+  assert.equal(errorCode(first), 'KEY_NOT_FOUND');
+  const after = vaultCalls();
+  for (let i = 0; i < 5; i++) {
+    const again = await refused(rewrap(box.client, { headerOrCiphertext: forged }));
+    assert.equal(errorCode(again), 'KEY_NOT_FOUND');
+  }
+  assert.equal(vaultCalls(), after, 'no vault call after the first 404');
+});
+
+test('a Rewrap that the vault refuses because the old version is disabled revokes its cached DEK at once', async () => {
+  // This sealbox has no key watcher: only in-band evidence can tell its cache about v1.
+  assert.ok((await decrypt(box.client, old.ciphertext, CONTEXT)).plaintext.equals(old.plaintext));
+  await keys.updateKeyProperties(KEY_NAME, versionOf(v1), { enabled: false });
+  // Cached: served without asking the vault.
+  assert.ok((await decrypt(box.client, old.ciphertext, CONTEXT)).plaintext.equals(old.plaintext));
+  const late = await refused(rewrap(box.client, { headerOrCiphertext: old.ciphertext }));
+  assert.equal(errorCode(late), 'KEY_DISABLED');
+  // The vault's answer to Rewrap's unwrap went to the key-state model: v1's cached DEK is gone.
+  const err = await refused(decrypt(box.client, old.ciphertext, CONTEXT));
+  assert.equal(err.code, S.FAILED_PRECONDITION);
+  assert.equal(errorCode(err), 'KEY_DISABLED');
 });
 
 test('with the old version disabled, the old ciphertext is refused and the rewrapped one decrypts', async () => {

@@ -7,8 +7,10 @@ import assert from 'node:assert/strict';
 import { randomBytes } from 'node:crypto';
 import { describe, test } from 'node:test';
 import { setTimeout as sleep } from 'node:timers/promises';
+import { CachedDataKeys } from '../../../src/cache/cached-data-keys';
 import { type DataKeySource, UncachedDataKeys } from '../../../src/cache/data-keys';
 import { MESSAGE_ID_BYTES, parseHeader } from '../../../src/crypto/format';
+import { zeroMessageKeys } from '../../../src/crypto/kdf';
 import { aesKeyUnwrap, aesKeyWrap } from '../../../src/crypto/keywrap';
 import { openMessage, sealMessage } from '../../../src/crypto/message';
 import {
@@ -43,6 +45,8 @@ class VersionedKek implements KekProvider {
   readonly handedOut: Buffer[] = [];
   /** When set, unwrap waits for it. */
   gate: Promise<void> | undefined;
+  /** When set, the next unwrap throws it. */
+  failNext: Error | undefined;
 
   constructor(private readonly name: string) {
     this.rotate();
@@ -76,6 +80,9 @@ class VersionedKek implements KekProvider {
   async unwrap(keyId: string, algorithm: string, wrapped: Uint8Array): Promise<Buffer> {
     this.unwraps++;
     if (this.gate) await this.gate;
+    const failure = this.failNext;
+    this.failNext = undefined;
+    if (failure) throw failure;
     const version = this.usable(keyId);
     if (algorithm !== 'A256KW') throw new SealboxError(ErrorCode.CIPHERTEXT_MALFORMED, 'wrong algorithm');
     const dek = aesKeyUnwrap(version.key, wrapped);
@@ -88,7 +95,8 @@ class VersionedKek implements KekProvider {
   async status(keyId: string): Promise<KeyStatus> {
     this.statuses++;
     const version = this.versions.get(keyId);
-    if (!version) throw new SealboxError(ErrorCode.KEY_NOT_FOUND, `no version ${keyId}`);
+    if (!version)
+      throw new SealboxError(ErrorCode.KEY_NOT_FOUND, `no version ${keyId}`, { keyId, verdict: 'not-found' });
     return { keyId, enabled: version.enabled, latestKeyId: this.current };
   }
 
@@ -100,8 +108,11 @@ class VersionedKek implements KekProvider {
 
   private usable(keyId: string) {
     const version = this.versions.get(keyId);
-    if (!version) throw new SealboxError(ErrorCode.KEY_NOT_FOUND, `no version ${keyId}`);
-    if (!version.enabled) throw new SealboxError(ErrorCode.KEY_DISABLED, `${keyId} is disabled`);
+    if (!version)
+      throw new SealboxError(ErrorCode.KEY_NOT_FOUND, `no version ${keyId}`, { keyId, verdict: 'not-found' });
+    // As the Azure provider reports it (kek/azure/verdicts.ts): about this version, which is disabled.
+    if (!version.enabled)
+      throw new SealboxError(ErrorCode.KEY_DISABLED, `${keyId} is disabled`, { keyId, verdict: 'disabled' });
     return version;
   }
 }
@@ -442,6 +453,103 @@ describe('RewrapSession', () => {
       s.dispose();
     }
     assert.ok(a.handedOut.every((dek) => dek.every((b) => b === 0)));
+  });
+});
+
+describe('Rewrap feeds the key-state model (its vault calls bypass the DEK cache)', () => {
+  /** setup() with the real DEK cache, a v1 message, and v1's DEK in the cache. */
+  async function cachedV1() {
+    const { a, registry, seal } = setup();
+    const cache = new CachedDataKeys(registry, {
+      maxConcurrentVaultCalls: 4,
+      encrypt: { maxAgeMs: 60_000, maxMessages: 1_000_000, maxBytes: 2 ** 36, refreshAhead: 0 },
+      decrypt: { maxEntries: 100, ttlMs: 60_000 },
+    });
+    const ct = await seal(a, Buffer.from('x'));
+    const header = parseHeader(ct)!;
+    zeroMessageKeys(await cache.forDecrypt(header));
+    const v1 = header.keyId;
+    a.rotate();
+    const rewrap = async () => {
+      const s = new RewrapSession(registry, cache);
+      try {
+        return await s.rewrap(
+          readRewrapRequest({ headerOrCiphertext: ct, keyAlias: '', expectedContext: {} }),
+        );
+      } finally {
+        s.dispose();
+      }
+    };
+    return { a, registry, cache, header, v1, rewrap };
+  }
+
+  test("the old version's attributes read as disabled revoke its cached DEKs at once", async () => {
+    const { a, cache, header, v1, rewrap } = await cachedV1();
+    a.disable(v1);
+    // Nothing has told the cache yet: it still serves v1's DEK without asking the vault.
+    zeroMessageKeys(await cache.forDecrypt(header));
+    const before = { statuses: a.statuses, unwraps: a.unwraps };
+    await rejectsWith(rewrap(), ErrorCode.KEY_DISABLED);
+    assert.equal(cache.states.stateOf(v1), 'disabled');
+    await rejectsWith(cache.forDecrypt(header), ErrorCode.KEY_DISABLED);
+    // Rewrap read v1 once (is it current?), learned it is disabled, and never unwrapped.
+    assert.deepEqual(
+      { statuses: a.statuses, unwraps: a.unwraps },
+      { ...before, statuses: before.statuses + 1 },
+    );
+  });
+
+  test('an unwrap refused as disabled (after a read that found it enabled) revokes too', async () => {
+    const { a, cache, header, v1, rewrap } = await cachedV1();
+    a.failNext = new SealboxError(ErrorCode.KEY_DISABLED, `${v1} is disabled`, {
+      keyId: v1,
+      verdict: 'disabled',
+    });
+    await rejectsWith(rewrap(), ErrorCode.KEY_DISABLED);
+    assert.equal(cache.states.stateOf(v1), 'disabled');
+    await rejectsWith(cache.forDecrypt(header), ErrorCode.KEY_DISABLED);
+  });
+
+  test('a forged version costs one vault lookup: the 404 is remembered for the next Rewrap', async () => {
+    const { a, cache, registry } = await cachedV1();
+    const forged = sealMessage(Buffer.from('x'), {
+      dek: randomBytes(32),
+      wrapped: { keyId: 'fake:a/99', wrapAlgorithm: 'A256KW', wrappedDek: randomBytes(40) },
+      context: CONTEXT,
+      chunkSize: CHUNK,
+    });
+    const calls = () => ({ statuses: a.statuses, unwraps: a.unwraps, wraps: a.wraps });
+    const before = calls();
+    for (let i = 0; i < 3; i++) {
+      const s = new RewrapSession(registry, cache);
+      try {
+        const item = readRewrapRequest({ headerOrCiphertext: forged, keyAlias: '', expectedContext: {} });
+        await rejectsWith(s.rewrap(item), ErrorCode.KEY_NOT_FOUND);
+      } finally {
+        s.dispose();
+      }
+    }
+    assert.deepEqual(calls(), { ...before, statuses: before.statuses + 1 });
+    assert.equal(cache.states.sizes.unknown, 1);
+  });
+
+  test('an outage seen by Rewrap is recorded, and revokes nothing', async () => {
+    const { a, cache, header, v1, rewrap } = await cachedV1();
+    a.failNext = new SealboxError(ErrorCode.VAULT_UNAVAILABLE, 'the vault did not answer', { keyId: v1 });
+    await rejectsWith(rewrap(), ErrorCode.VAULT_UNAVAILABLE);
+    const view = cache.states.describe().find((v) => v.keyId === v1);
+    assert.equal(view?.lastError, 'the vault did not answer');
+    assert.equal(view?.state, 'enabled', 'as its attributes were read: the outage changed nothing');
+    zeroMessageKeys(await cache.forDecrypt(header));
+  });
+
+  test('a successful rewrap vouches for the version it wrapped under', async () => {
+    const { a, cache, rewrap } = await cachedV1();
+    const tracked = () => cache.states.describe().find((v) => v.keyId === a.current);
+    assert.equal(tracked(), undefined);
+    const result = await rewrap();
+    assert.equal(result.keyId, a.current);
+    assert.ok(tracked()?.checkedAt, 'tracked, with the time of the vault call');
   });
 });
 
