@@ -1,12 +1,14 @@
 /**
  * The dev vault (src/devvault) in a process of its own, so that its CPU (RSA private-key operations,
  * TLS) is neither sealbox's nor the benchmark's. Creates one RSA key with the real KeyClient (with
- * `--versions N`, N versions of it) and, with `--hsm-key-size`, an RSA-HSM key `<key-name>-hsm` with
- * as many versions, then prints one JSON line on stdout (DevVaultInfo) and serves until SIGTERM/SIGINT.
+ * `--versions N`, N versions of it), with `--hsm-key-size`, an RSA-HSM key `<key-name>-hsm` with
+ * as many versions, and with `--second-key` a second RSA key of the same size, `<key-name>-2` (one
+ * version; bench/kms.ts gives it to the KMS face, whose key the envelope API never serves), then prints one JSON line on stdout (DevVaultInfo) and serves until SIGTERM/SIGINT.
  * Counters, resets and fault changes go through the admin surface (/_sealbox/, lib/vault.ts).
  *
  *   node dev-vault.js --data-dir DIR [--fixed-ms 10] [--jitter-ms 10] [--throttling on|off]
  *     [--key-size 2048|3072|4096] [--key-name bench-kek] [--versions 1] [--hsm-key-size 2048|3072|4096]
+ *     [--second-key]
  *
  * Two identities: an admin one that may create keys (used here only), and the one sealbox uses, with
  * exactly get + wrapKey + unwrapKey.
@@ -32,6 +34,8 @@ export interface DevVaultInfo {
   readonly keySize: number;
   /** The RSA-HSM key, when --hsm-key-size was given: its name, size and version ids, oldest first. */
   readonly hsmKey?: { readonly name: string; readonly keySize: number; readonly keyIds: string[] };
+  /** The second RSA key, when --second-key was given: its name and (only) version id. */
+  readonly secondKey?: { readonly name: string; readonly keyId: string };
   readonly latency: { fixedMs: number; jitterMs: number };
   readonly throttling: { enabled: boolean };
 }
@@ -47,6 +51,7 @@ async function main(): Promise<void> {
       'key-name': { type: 'string', default: 'bench-kek' },
       versions: { type: 'string', default: '1' },
       'hsm-key-size': { type: 'string' },
+      'second-key': { type: 'boolean', default: false },
     },
   });
   const dataDir = values['data-dir'];
@@ -98,6 +103,9 @@ async function main(): Promise<void> {
           keySize: hsmKeySize,
           keyIds: await createVersions(`${keyName}-hsm`, hsmKeySize, true),
         };
+  const secondKey = values['second-key']
+    ? { name: `${keyName}-2`, keyId: (await keys.createRsaKey(`${keyName}-2`, { keySize })).id! }
+    : undefined;
   // A fresh throttling window and zero counters: the benchmark starts from here.
   vault.setFaults({ throttling });
   vault.resetCounters();
@@ -113,6 +121,7 @@ async function main(): Promise<void> {
     keyIds,
     keySize,
     ...(hsmKey === undefined ? {} : { hsmKey }),
+    ...(secondKey === undefined ? {} : { secondKey }),
     latency,
     throttling,
   };

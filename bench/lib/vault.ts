@@ -25,6 +25,8 @@ export interface DevVaultSettings {
   readonly versions?: number;
   /** Also create an RSA-HSM key of this size, `<key name>-hsm` (DevVaultInfo.hsmKey). */
   readonly hsmKeySize?: 2048 | 3072 | 4096;
+  /** Also create a second RSA key of `keySize`, `<key name>-2` (DevVaultInfo.secondKey). */
+  readonly secondKey?: boolean;
 }
 
 /** The benchmark's vault: 15 ms ± 5 ms per request, Azure's throttling limits, an RSA-2048 key. */
@@ -45,8 +47,11 @@ export interface DevVaultProcess {
   restartThrottleWindow(): Promise<void>;
   /** Replaces the throttling setting (e.g. a shorter window); starts a fresh window with nothing used. */
   setThrottling(throttling: { enabled: boolean; windowMs?: number }): Promise<void>;
-  /** `keys` for a sealbox config: alias → Azure provider on this vault's key, static token, its CA. */
-  sealboxKeys(alias: string): NonNullable<ConfigInput['keys']>;
+  /**
+   * `keys` for a sealbox config: alias → Azure provider on this vault's key (or the key named
+   * `keyName`, e.g. info.secondKey.name), static token, its CA.
+   */
+  sealboxKeys(alias: string, keyName?: string): NonNullable<ConfigInput['keys']>;
   stop(): Promise<void>;
 }
 
@@ -64,6 +69,7 @@ export async function spawnDevVault(settings: DevVaultSettings = BENCH_VAULT): P
       `--key-size=${settings.keySize}`,
       ...(settings.versions === undefined ? [] : [`--versions=${settings.versions}`]),
       ...(settings.hsmKeySize === undefined ? [] : [`--hsm-key-size=${settings.hsmKeySize}`]),
+      ...(settings.secondKey ? ['--second-key'] : []),
     ],
     { stdio: ['ignore', 'pipe', 'pipe'] },
   );
@@ -154,9 +160,9 @@ export async function spawnDevVault(settings: DevVaultSettings = BENCH_VAULT): P
     async setThrottling(throttling) {
       await admin('POST', '/_sealbox/faults', { throttling });
     },
-    sealboxKeys(alias) {
+    sealboxKeys(alias, keyName = info.keyName) {
       return {
-        [alias]: sealboxKeyConfig(info, info.keyName, info.sealboxToken),
+        [alias]: sealboxKeyConfig(info, keyName, info.sealboxToken),
       };
     },
     stop,

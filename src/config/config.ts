@@ -420,7 +420,7 @@ export const configSchema = z
         /**
          * HTTP/2 flow-control window the server advertises (per stream and per connection); 0 keeps
          * grpc-js's 64 KiB. Capped at 128 KiB: larger windows stalled Node-to-Node HTTP/2 on Unix
-         * sockets in testing (PERF-NOTES.md).
+         * sockets in testing (bench/PERF-NOTES.md).
          */
         http2WindowBytes: size(0, 128 * KiB).default(0),
         /** Largest data message the server sends; longer output is split. */
@@ -667,6 +667,18 @@ export const configSchema = z
         message: `"${config.kms.alias}" is not a configured key alias (keys: ${aliases.join(', ') || 'none'})`,
       });
     }
+    const reserved = kmsAlias(config);
+    for (const [name, id] of Object.entries(config.access?.identities ?? {})) {
+      if (reserved !== undefined && id.keys.includes(reserved)) {
+        ctx.addIssue({
+          code: 'custom',
+          path: ['access', 'identities', name, 'keys'],
+          message:
+            `"${reserved}" is the Kubernetes KMS plugin's key (kms.alias); envelope callers never get it: ` +
+            "whoever could decrypt under it could open the API server's seeds. Give them a key of their own",
+        });
+      }
+    }
     if (!config.cache.enabled) {
       ctx.addIssue({
         code: 'custom',
@@ -678,7 +690,7 @@ export const configSchema = z
   });
 
 /** The key alias the KMS plugin uses (kms.alias, or the only configured key); undefined when it is off. */
-export function kmsAlias(config: Config): string | undefined {
+export function kmsAlias(config: Pick<Config, 'kms' | 'keys'>): string | undefined {
   if (config.kms.socket === null) return undefined;
   return config.kms.alias ?? Object.keys(config.keys)[0];
 }

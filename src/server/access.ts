@@ -10,6 +10,8 @@
  *
  * What: an identity is granted key aliases × operations (encrypt, decrypt, rewrap), checked before
  * any vault call is made for the key (EnvelopeService asks KeyAccess), and Admin only if `admin`.
+ * The Kubernetes KMS plugin's alias (kms.alias) is never granted here, not even by `*` or the
+ * single-tenant default: its ciphertexts are the API server's seeds (docs/kms.md).
  * Server reflection (./reflection.ts) needs no grant, only that the caller is an identity: it reveals
  * the public schema and nothing of the policy or the keys.
  *
@@ -25,6 +27,7 @@ import {
   type Config,
   KEY_OPERATIONS,
   type KeyOperation,
+  kmsAlias,
   type PeerKind,
 } from '../config/config';
 import type { KeyAccess } from '../envelope/access';
@@ -137,14 +140,18 @@ export class AccessControl {
   private readonly explicit: boolean;
   private openStreams = 0;
 
+  /** The KMS plugin's alias (kms.alias): no envelope caller may use it, whatever its grants. */
+  private readonly reserved: string | undefined;
+
   constructor(
-    config: Pick<Config, 'access' | 'stream'>,
+    config: Pick<Config, 'access' | 'stream'> & Partial<Pick<Config, 'kms' | 'keys'>>,
     /** The aliases whose key owns a key id (KekRegistry.aliasesOf). */
     private readonly aliasesOf: (keyId: string) => string[],
     private readonly log: Logger,
     /** Milliseconds on a monotonic clock: rates must not follow wall-clock steps (NTP, manual). */
     now: () => number = () => performance.now(),
   ) {
+    this.reserved = config.kms && config.keys ? kmsAlias({ kms: config.kms, keys: config.keys }) : undefined;
     this.explicit = config.access !== null;
     const policy = config.access?.identities ?? SINGLE_TENANT;
     this.identities = Object.entries(policy).map(([name, spec]) => new Identity(name, spec, now));
@@ -278,14 +285,26 @@ export class AccessControl {
           `access.identities.${identity.name} (keys and operations)`,
       );
     };
+    const refuseKmsKey = (operation: KeyOperation, what: string): never => {
+      this.log.warn({ identity: identity.name, method, operation, key: what }, 'access denied: KMS key');
+      throw new SealboxError(
+        ErrorCode.ACCESS_DENIED,
+        `${what} belongs to the Kubernetes KMS plugin (kms.alias "${this.reserved}"); the envelope API ` +
+          "never uses it, for anyone: whoever could decrypt under it could open the API server's seeds. " +
+          'Use a key of your own',
+      );
+    };
     return {
       checkAlias: (operation, alias) => {
+        if (alias === this.reserved) refuseKmsKey(operation, `key alias "${alias}"`);
         if (!identity.may(operation, alias)) deny(operation, `key alias "${alias.slice(0, 64)}"`);
       },
       checkKeyId: (operation, keyId) => {
         // A key id no configured key owns is refused later with KEY_NOT_FOUND; only the operation
         // can be checked here.
         const aliases = this.aliasesOf(keyId);
+        if (this.reserved !== undefined && aliases.includes(this.reserved))
+          refuseKmsKey(operation, `key ${keyId.slice(0, 256)}`);
         const granted =
           aliases.length === 0
             ? identity.operations.has(operation)

@@ -12,6 +12,7 @@ import { Writable } from 'node:stream';
 import { after, before, test } from 'node:test';
 import { credentials, type ServiceError, status } from '@grpc/grpc-js';
 import { loadApi } from '../../src/api/proto';
+import { connectEnvelope, decrypt, encrypt, errorCode, rewrap } from '../../src/client/client';
 import { type ConfigInput, mergeConfigInput, validateConfig } from '../../src/config/config';
 import { sealboxKeyConfig } from '../../src/devvault';
 import { createLogger } from '../../src/log/logger';
@@ -170,6 +171,41 @@ test('as kube-apiserver uses it: Status, a key_id-equal Encrypt within the size 
     assert.match(metrics, /sealbox_kms_requests_total\{method="Decrypt",outcome="ok"\} 1\b/);
     assert.match(metrics, /sealbox_kms_requests_total\{method="Status",outcome="ok"\} [1-9]/);
   } finally {
+    await box.close();
+  }
+});
+
+test("the envelope socket refuses the KMS plugin's key: no Encrypt under it, no Decrypt of a seed, no vault call", async () => {
+  await tokenVault.keys.createRsaKey('kms-guard', { keySize: 2048 });
+  await tokenVault.keys.createRsaKey('kms-guard-app', { keySize: 2048 });
+  const box = await startKms('kms-guard', {
+    keys: { app: sealboxKeyConfig(tokenVault.vault, 'kms-guard-app', TOKEN) },
+    kms: { alias: 'k8s' },
+  });
+  const envelope = connectEnvelope(`unix:${join(box.dir, 'sealbox.sock')}`);
+  try {
+    const seed = (await encryptDirect(box.sim(), Buffer.alloc(32, 7))) as { ciphertext: Buffer };
+    // The same socket serves the application's own key.
+    const mine = await encrypt(envelope, 'app', Buffer.from('row'), { table: 't' });
+    assert.equal((await decrypt(envelope, mine.ciphertext)).plaintext.toString(), 'row');
+
+    const before = { wraps: wraps(), unwraps: unwraps() };
+    for (const call of [
+      encrypt(envelope, 'k8s', Buffer.from('x'), {}),
+      decrypt(envelope, seed.ciphertext),
+      rewrap(envelope, { headerOrCiphertext: seed.ciphertext }),
+    ]) {
+      const err = await call.then(
+        () => assert.fail('the envelope API must refuse the KMS key'),
+        (e: ServiceError) => e,
+      );
+      assert.equal(err.code, status.PERMISSION_DENIED);
+      assert.equal(errorCode(err), 'ACCESS_DENIED');
+      assert.match(err.details, /Kubernetes KMS plugin \(kms\.alias "k8s"\)/);
+    }
+    assert.deepEqual({ wraps: wraps(), unwraps: unwraps() }, before, 'refused before any vault call');
+  } finally {
+    envelope.close();
     await box.close();
   }
 });

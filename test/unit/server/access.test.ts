@@ -192,6 +192,43 @@ describe('what the caller may do', () => {
   });
 });
 
+describe("the KMS plugin's key (kms.alias) is no envelope caller's", () => {
+  const KMS = { kms: { socket: '/run/sealbox-kms/kms.sock', alias: 'payments' } };
+  const KMS_KEY = /belongs to the Kubernetes KMS plugin \(kms\.alias "payments"\)/;
+
+  test('not by the single-tenant default: by alias and by key id, for every operation', () => {
+    const keys = control(KMS).admit(socketCall, 'socket', 'Decrypt', false).keys;
+    keys.checkAlias('encrypt', 'orders');
+    keys.checkKeyId('decrypt', 'orders/v1');
+    for (const operation of ['encrypt', 'decrypt', 'rewrap'] as const) {
+      refused(() => keys.checkAlias(operation, 'payments'), ErrorCode.ACCESS_DENIED, KMS_KEY);
+      refused(() => keys.checkKeyId(operation, 'payments/v3'), ErrorCode.ACCESS_DENIED, KMS_KEY);
+    }
+  });
+
+  test('not by "*"; and naming it in an identity is a configuration error', () => {
+    const star = control({
+      ...KMS,
+      access: { identities: { app: { peers: ['socket'], keys: ['*'], operations: ['decrypt'] } } },
+    });
+    const keys = star.admit(socketCall, 'socket', 'Decrypt', false).keys;
+    keys.checkAlias('decrypt', 'orders');
+    refused(() => keys.checkKeyId('decrypt', 'payments/v1'), ErrorCode.ACCESS_DENIED, KMS_KEY);
+    assert.throws(
+      () =>
+        control({
+          ...KMS,
+          access: { identities: { app: { peers: ['socket'], keys: ['payments'], operations: ['decrypt'] } } },
+        }),
+      /access\.identities\.app\.keys.*"payments" is the Kubernetes KMS plugin's key \(kms\.alias\)/s,
+    );
+  });
+
+  test('without the KMS face every alias is grantable as before', () => {
+    control({}).admit(socketCall, 'socket', 'Decrypt', false).keys.checkAlias('decrypt', 'payments');
+  });
+});
+
 describe('how much', () => {
   test('request rate: a burst, then one call per 1/rate seconds, per identity', () => {
     let now = 1_000_000;
