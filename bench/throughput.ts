@@ -1,6 +1,6 @@
 /**
  * Streaming throughput, everything measured side by side in one run so that ratios are meaningful on
- * a noisy machine (PERF-NOTES.md): in-process AES-256-GCM on one core, `openssl speed`, a plain grpc-js
+ * a noisy machine (bench/PERF-NOTES.md): in-process AES-256-GCM on one core, `openssl speed`, a plain grpc-js
  * echo (the transport ceiling), and sealbox EncryptStream/DecryptStream with pool.mode workers and
  * inline (separate server processes, one at a time). Each gRPC case runs a load generator in its own
  * process (bench/stream-client.ts). Prints Markdown tables, writes bench/results/throughput-<ts>.json.

@@ -1,6 +1,6 @@
 /**
  * Load generator for unary calls, run in its own process so that its CPU is not the server's (on this
- * box a Node client saturates long before the server does: PERF-NOTES.md). Keeps `--concurrency`
+ * box a Node client saturates long before the server does: bench/PERF-NOTES.md). Keeps `--concurrency`
  * calls in flight (closed loop: each slot sends its next call when the previous one answers) and
  * prints one JSON object on stdout (UnaryClientResult). When forked with IPC it sends
  * {event:'window-start'|'window-end'} at the window's edges, so the parent can read the server's CPU

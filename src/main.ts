@@ -277,6 +277,7 @@ export async function startSealbox(
           }
         : {}),
       ready,
+      bufferPools: () => server.bufferPools(),
     });
   }
   let admin: Awaited<ReturnType<typeof startAdminServer>> | undefined;

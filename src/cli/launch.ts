@@ -38,7 +38,7 @@ export const SERVER_NODE_FLAGS: readonly string[] = ['--initial-old-space-size=1
  * same on glibc 2.36 (Debian 12, the image's): node AES-GCM over 1 MiB buffers 533 MB/s without,
  * 3,211 with GLIBC_TUNABLES, 3,192 with these.
  *
- * What they buy, measured: node's AES-GCM on 1 MiB buffers 1.4 → 1.7 GB/s (PERF-NOTES.md), and a
+ * What they buy, measured: node's AES-GCM on 1 MiB buffers 1.4 → 1.7 GB/s (bench/PERF-NOTES.md), and a
  * DecryptStream load generator's CPU 2.6–3.1 → 1.6–1.8 s/GB, most of it page faults under Buffer
  * copies. The 1 GiB stream stays under its RSS bound with them (147 MiB inline, 246 MiB workers).
  */

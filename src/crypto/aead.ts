@@ -7,7 +7,7 @@ export const TAG_BYTES = 16;
 
 /**
  * OpenSSL runs faster when fed moderate pieces: on the reference machine a 1 MiB chunk fed in
- * 64 KiB `update` calls encrypted about twice as fast as one 1 MiB call (PERF-NOTES.md).
+ * 64 KiB `update` calls encrypted about twice as fast as one 1 MiB call (bench/PERF-NOTES.md).
  */
 const FEED_BYTES = 64 * 1024;
 

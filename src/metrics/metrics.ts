@@ -109,6 +109,8 @@ export interface MetricsSources {
   keyVersions?(): { readonly watched: number; readonly unknown: number };
   /** True while the gRPC health status of "" is SERVING. */
   ready(): boolean;
+  /** Free buffers held by the server's reuse pools (server.ts RunningServer.bufferPools). */
+  bufferPools?(): Readonly<Record<string, { readonly buffers: number; readonly bytes: number }>>;
 }
 
 /** Where one RPC's measurements go; resolved once per method path (see `SealboxMetrics.route`). */
@@ -271,6 +273,18 @@ export class SealboxMetrics implements RpcMetrics {
       },
     });
 
+    new Gauge({
+      name: `${PREFIX}buffer_pool_bytes`,
+      help:
+        'Bytes of free buffers kept for reuse, by pool: stream response segments and large request messages ' +
+        '(at most 32 MiB each). They stay allocated while idle, so they are part of idle RSS by design.',
+      labelNames: ['pool'],
+      registers,
+      collect() {
+        for (const [pool, held] of Object.entries(sources()?.bufferPools?.() ?? {}))
+          this.set({ pool }, held.bytes);
+      },
+    });
     new Gauge({
       name: `${PREFIX}key_versions_watched`,
       help: 'Key versions the key watcher reads from the vault each poll (current versions, versions with cached DEKs, refused and suspected versions).',

@@ -1,7 +1,7 @@
 /**
  * The chunk cipher: where chunk batches are sealed and opened. Workers (piscina) keep AES off the
  * main thread, which does gRPC I/O and framing; small batches run inline because a pool task costs
- * ~40 µs of overhead (PERF-NOTES.md). Both the threshold and the mode are configuration, chosen by
+ * ~40 µs of overhead (bench/PERF-NOTES.md). Both the threshold and the mode are configuration, chosen by
  * measurement (bench/pool.ts), not assumption.
  *
  * Per-task cost, cut where it was measured (issue 14): jobs queue here, not in piscina, so a worker

@@ -41,10 +41,11 @@ const UNARY_RELEASE_FALLBACK_MS = 30_000;
 /**
  * Output buffers of stream segments are reused once written (src/util/recycler.ts). At most 16 free
  * buffers / 32 MiB are kept: a few default 1 MiB segments per busy stream; beyond that they are
- * freed as before.
+ * freed as before. One pool serves every listener (server.ts); metrics report what it holds.
  */
-const OUTPUT_RECYCLER_BUFFERS = 16;
-const OUTPUT_RECYCLER_BYTES = 32 * 1024 * 1024;
+export function newOutputRecycler(): BufferRecycler {
+  return new BufferRecycler(16, 32 * 1024 * 1024);
+}
 
 /** The wire form of a rewrap result. */
 const rewrapResponse = (result: RewrapResult): RewrapResponse => ({
@@ -81,9 +82,12 @@ export interface EnvelopeDeps {
 }
 
 /** Handlers for the listener `peer` (the socket or TCP): access control attributes calls to it. */
-export function envelopeHandlers(deps: EnvelopeDeps, peer: PeerKind): EnvelopeHandlers {
+export function envelopeHandlers(
+  deps: EnvelopeDeps,
+  peer: PeerKind,
+  outputs: BufferRecycler = newOutputRecycler(),
+): EnvelopeHandlers {
   const { service, budget, limits, access, log, unaryQueueBytes } = deps;
-  const outputs = new BufferRecycler(OUTPUT_RECYCLER_BUFFERS, OUTPUT_RECYCLER_BYTES);
   const allocate = (bytes: number): Buffer => outputs.take(bytes);
   const recycle = (buffer: Buffer): void => outputs.give(buffer);
   /** Marks pool output as carrying RESPONSE_HEADROOM reserved bytes, to be recycled once written. */

@@ -2,7 +2,7 @@
  * Raises the HTTP/2 flow-control window grpc-js's server advertises.
  *
  * Why: on a Unix socket, the stock 64 KiB windows — not CPU — cap stream throughput (both processes
- * sit partly idle waiting for WINDOW_UPDATEs; PERF-NOTES.md). grpc-js 1.14.7 lets a client set its
+ * sit partly idle waiting for WINDOW_UPDATEs; bench/PERF-NOTES.md). grpc-js 1.14.7 lets a client set its
  * window ('grpc-node.flow_control_window') but not a server; upstream PR grpc/grpc-node#3058 adds it.
  * Until it lands this reaches into two private fields, guarded so that a grpc-js that renames them
  * leaves the defaults in place (with a warning) rather than failing.

@@ -11,9 +11,9 @@ import { loadApi } from '../api/proto';
 import type { Config, PeerKind } from '../config/config';
 import type { Logger } from '../log/logger';
 import { type AdminDeps, adminHandlers } from './admin';
-import { type EnvelopeDeps, envelopeHandlers } from './envelope';
+import { type EnvelopeDeps, envelopeHandlers, newOutputRecycler } from './envelope';
 import { installFrameInPlace } from './grpc-frame';
-import { installRequestReuse } from './grpc-reassembly';
+import { installRequestReuse, requestBufferStats } from './grpc-reassembly';
 import { setInitialWindow, widenConnectionWindows } from './http2-window';
 import { addReflection } from './reflection';
 import { bind, bindUnixSocket } from './socket';
@@ -42,10 +42,18 @@ export class SealboxHealth extends HealthImplementation {
   }
 }
 
+/** What the buffer pools hold: free buffers and their bytes, per pool. */
+export type BufferPools = Readonly<Record<'responses' | 'requests', { buffers: number; bytes: number }>>;
+
 export interface RunningServer {
   /** Where the server listens, for logs and clients: "unix:/path", "127.0.0.1:port". */
   readonly addresses: string[];
   readonly health: SealboxHealth;
+  /**
+   * Free buffers the two reuse pools hold now (stream responses: envelope.ts; large requests:
+   * grpc-reassembly.ts): bounded, and part of idle RSS by design (docs/operations.md).
+   */
+  bufferPools(): BufferPools;
   /** Stops accepting calls, lets in-flight calls finish for up to `graceMs`, then cancels the rest. */
   stop(graceMs: number): Promise<void>;
 }
@@ -82,6 +90,7 @@ export async function startServer(
     'EncryptStream',
     'DecryptStream',
   ]);
+  const outputs = newOutputRecycler();
   const health = new SealboxHealth(Object.fromEntries(HEALTH_SERVICES.map((s) => [s, 'NOT_SERVING'])));
   const serverFor = (peer: PeerKind): Server => {
     const server = new Server({
@@ -90,7 +99,7 @@ export async function startServer(
       ...(interceptors.length > 0 ? { interceptors } : {}),
     });
     if (window > 0) setInitialWindow(server, window, log);
-    server.addService(envelope, envelopeHandlers(deps, peer));
+    server.addService(envelope, envelopeHandlers(deps, peer, outputs));
     if (admin) {
       server.addService(
         loadApi().sealbox.sealbox.v1.Admin.service,
@@ -155,6 +164,10 @@ export async function startServer(
   return {
     addresses,
     health,
+    bufferPools() {
+      const { buffers, bytes } = requestBufferStats();
+      return { responses: outputs.held, requests: { buffers, bytes } };
+    },
     async stop(graceMs: number) {
       for (const s of HEALTH_SERVICES) health.setStatus(s, 'NOT_SERVING');
       await Promise.all(

@@ -50,7 +50,13 @@ function fakeSources(overrides: Partial<MetricsSources> = {}) {
     vaultCalls: { inFlight: 1, maxInFlight: 3 },
   };
   const pool: PoolStats = { threads: 4, queueSize: 12, utilization: 0.5, completed: 99 };
-  const state = { cache, pool, bytesInFlight: 4096, ready: true };
+  const state = {
+    cache,
+    pool,
+    bytesInFlight: 4096,
+    ready: true,
+    bufferPools: { responses: { buffers: 2, bytes: 2_097_708 }, requests: { buffers: 1, bytes: 1_048_576 } },
+  };
   const sources: MetricsSources = {
     stats: () => ({
       bytesInFlight: state.bytesInFlight,
@@ -69,6 +75,7 @@ function fakeSources(overrides: Partial<MetricsSources> = {}) {
         ['logs', undefined],
       ]),
     ready: () => state.ready,
+    bufferPools: () => state.bufferPools,
     ...overrides,
   };
   return { sources, state };
@@ -124,11 +131,15 @@ test('cache, pool, budget and readiness values are read from the sources at scra
   assert.equal(await value(metrics, 'sealbox_streams_open'), 7);
   assert.equal(await value(metrics, 'sealbox_streams_open_limit'), 256);
   assert.equal(await value(metrics, 'sealbox_ready'), 1);
+  assert.equal(await value(metrics, 'sealbox_buffer_pool_bytes', { pool: 'responses' }), 2_097_708);
+  assert.equal(await value(metrics, 'sealbox_buffer_pool_bytes', { pool: 'requests' }), 1_048_576);
 
   // The next scrape sees the new values (counters follow the cache's totals, not increments).
   state.cache = { ...state.cache, hits: { encrypt: 41, decrypt: 7 } };
   state.pool = { ...state.pool, queueSize: 0 };
   state.ready = false;
+  state.bufferPools = { ...state.bufferPools, requests: { buffers: 0, bytes: 0 } };
+  assert.equal(await value(metrics, 'sealbox_buffer_pool_bytes', { pool: 'requests' }), 0);
   assert.equal(await value(metrics, 'sealbox_dek_cache_hits_total', { side: 'encrypt' }), 41);
   assert.equal(await value(metrics, 'sealbox_pool_queue_size'), 0);
   assert.equal(await value(metrics, 'sealbox_ready'), 0);
