@@ -454,7 +454,10 @@ export class CachedDataKeys implements DataKeySource {
       if (about !== undefined) this.states.failed(about, answer.error, answer.operation);
       return;
     }
-    if (answer.attributes) this.states.attributes(answer.keyId, answer.attributes);
+    // Attributes read in-band may refuse a version but never serve a refused one again: a read that
+    // started before a revocation may answer after it. Only the key watcher's own reads restore.
+    const refused = !['enabled', 'unknown'].includes(this.states.stateOf(answer.keyId));
+    if (answer.attributes && !refused) this.states.attributes(answer.keyId, answer.attributes);
     else this.states.succeeded(answer.keyId, answer.operation, answer.sample);
   }
 

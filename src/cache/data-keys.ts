@@ -80,7 +80,8 @@ export interface DataKeySource {
    * from the source's own vault calls (cache/key-states.ts): a disabled or deleted version is revoked
    * at once, a permission refusal is a suspicion to confirm, an outage changes nothing, a success
    * clears a suspicion. `sample` (an unwrap's success) is the wrapped DEK the vault opened;
-   * `attributes` (a key read's success) are the version's state as the vault reports it.
+   * `attributes` (a key read's success) are the version's state as the vault reports it: they may
+   * refuse a version, never restore a refused one (only the key watcher's reads do).
    */
   vaultAnswered?(answer: VaultAnswer): void;
 }

@@ -311,3 +311,24 @@ test('in-band evidence: a 404 for a never-seen version is negative-cached; a 404
   assert.throws(() => cache.check('fake:k/1', 'encrypt'), { code: ErrorCode.KEY_DISABLED });
   assert.equal(cache.stats().entries.encrypt, 0, 'its DEKs were evicted');
 });
+
+test('vault answers from outside the cache (Rewrap): attributes may refuse a version, never restore one', async () => {
+  const { cache } = setup();
+  await cache.forEncrypt('a', randomBytes(32)); // fake:k/1 seen valid
+  cache.vaultAnswered({ keyId: 'fake:k/1', operation: 'getKey', attributes: { enabled: true } });
+  assert.equal(cache.states.stateOf('fake:k/1'), 'enabled');
+  cache.vaultAnswered({ keyId: 'fake:k/1', operation: 'getKey', attributes: { enabled: false } });
+  assert.equal(cache.states.stateOf('fake:k/1'), 'disabled');
+  assert.equal(cache.stats().entries.encrypt, 0, 'its DEKs were evicted');
+  // A read that started before the revocation answers "enabled" after it: the version stays refused.
+  cache.vaultAnswered({ keyId: 'fake:k/1', operation: 'getKey', attributes: { enabled: true } });
+  assert.equal(cache.states.stateOf('fake:k/1'), 'disabled');
+  assert.throws(() => cache.check('fake:k/1', 'encrypt'), { code: ErrorCode.KEY_DISABLED });
+  // Errors go through the same verdicts as the cache's own calls (here: an outage, no verdict).
+  cache.vaultAnswered({
+    keyId: 'fake:k/2',
+    operation: 'unwrapKey',
+    error: new SealboxError(ErrorCode.VAULT_UNAVAILABLE, 'down'),
+  });
+  assert.equal(cache.states.stateOf('fake:k/2'), 'unknown');
+});
