@@ -1,6 +1,6 @@
 /**
- * The second private patch of grpc-js in sealbox (how both apply: ./grpc-patch.ts): large request messages are reassembled into reused
- * buffers instead of fresh ones.
+ * The second private patch of grpc-js in sealbox (how both apply: ./grpc-patch.ts): large request
+ * messages are reassembled into reused buffers instead of fresh ones.
  *
  * grpc-js 1.14.7 (`build/src/stream-decoder.js`, `StreamDecoder.write`) collects a message's HTTP/2
  * DATA pieces (16 KiB each by default) and joins them with `Buffer.concat` into a new buffer per

@@ -135,17 +135,7 @@ export class StreamCall<Req, Res extends DataResponse> {
         continue;
       }
       if (call.readableEnded || call.destroyed) return;
-      await new Promise<void>((resolve) => {
-        const done = () => {
-          call.removeListener('readable', done);
-          call.removeListener('end', done);
-          this.stopListeners.delete(done);
-          resolve();
-        };
-        call.on('readable', done);
-        call.on('end', done);
-        this.stopListeners.add(done);
-      });
+      await this.until('readable', 'end');
     }
   }
 
@@ -256,26 +246,27 @@ export class StreamCall<Req, Res extends DataResponse> {
   private async writeOne(message: Res, done?: (err: Error | null | undefined) => void): Promise<void> {
     if (this.ended) return;
     const more = done ? this.call.write(message, done) : this.call.write(message);
-    if (!more) await this.drained();
+    if (!more) await this.until('drain');
     // refresh() would re-arm a cleared timer, so only while the call lives.
     if (!this.ended) this.idleTimer?.refresh();
   }
 
   /**
-   * Resolves on the call's next 'drain', or as soon as the call ends (finishWith wakes every stop
-   * listener); the caller checks `ended`. Not `events.once(call, 'drain', { signal })`: that adds and
-   * removes an abort listener on the call's signal for every wait, a write with two messages behind
-   * it waits often, and the signal does not fire when a call ends with OK.
+   * Resolves on the first of `events` on the call, or as soon as the call ends (finishWith wakes every
+   * stop listener); the caller checks `ended`. Its listeners are removed either way, so nothing keeps
+   * received messages reachable. Not `events.once(call, 'drain', { signal })` for writes: that adds
+   * and removes an abort listener on the call's signal for every wait, a write with two messages
+   * behind it waits often, and the signal does not fire when a call ends with OK.
    */
-  private drained(): Promise<void> {
+  private until(...events: string[]): Promise<void> {
     const call = this.call;
     return new Promise<void>((resolve) => {
       const done = () => {
-        call.removeListener('drain', done);
+        for (const event of events) call.removeListener(event, done);
         this.stopListeners.delete(done);
         resolve();
       };
-      call.on('drain', done);
+      for (const event of events) call.on(event, done);
       this.stopListeners.add(done);
     });
   }

@@ -34,6 +34,20 @@ const POOLS: ReadonlyArray<{ name: string; config: ConfigInput }> = [
   { name: 'worker pool', config: { pool: { mode: 'workers', inlineBelowBytes: 0 } } },
 ];
 
+/** One describe per pool, each with a sealbox of its own for the tests `body` declares. */
+function perPool(body: (sealbox: () => TestSealbox) => void): void {
+  for (const pool of POOLS) {
+    describe(pool.name, () => {
+      let sb: TestSealbox;
+      before(async () => {
+        sb = await startTestSealbox(pool.config);
+      });
+      after(() => sb.close());
+      body(() => sb);
+    });
+  }
+}
+
 /** Sizes around the chunk boundaries for chunk size `c`. */
 function sizesAround(c: number): number[] {
   return [0, 1, c - 1, c, c + 1, 2 * c, 3 * c + 5];
@@ -297,98 +311,89 @@ describe('random split points (property)', () => {
   const cutArb = fc.array(fc.integer({ min: 0, max: 1_000_000 }), { maxLength: 24 });
   const emptiesArb = fc.array(fc.nat(40), { maxLength: 3 });
 
-  for (const pool of POOLS) {
-    describe(pool.name, () => {
-      let sb: TestSealbox;
-      before(async () => {
-        sb = await startTestSealbox(pool.config);
-      });
-      after(() => sb.close());
+  perPool((sealbox) => {
+    test('EncryptStream → DecryptStream returns the plaintext for any split of input and ciphertext', async () => {
+      await fc.assert(
+        fc.asyncProperty(
+          fc.record({
+            seed: fc.nat(),
+            chunkSize: fc.constantFrom(...CHUNK_SIZES),
+            length: fc.oneof(
+              fc.integer({ min: 0, max: MAX_LENGTH }).map((n) => ({ n })),
+              // Near a chunk boundary: k·C + d.
+              fc.record({ k: fc.integer({ min: 0, max: 4 }), d: fc.integer({ min: -2, max: 2 }) }),
+            ),
+            plainCuts: cutArb,
+            plainEmpties: emptiesArb,
+            cipherCuts: cutArb,
+            // Cuts at header / record boundaries ± 1.
+            cipherBoundaryCuts: fc.array(
+              fc.record({ record: fc.integer({ min: 0, max: 5 }), d: fc.integer({ min: -1, max: 1 }) }),
+              { maxLength: 4 },
+            ),
+            cipherEmpties: emptiesArb,
+          }),
+          async (p) => {
+            const c = p.chunkSize;
+            const length =
+              'n' in p.length ? p.length.n : Math.max(0, Math.min(MAX_LENGTH, p.length.k * c + p.length.d));
+            const plaintext = pseudoRandomBytes(p.seed, length);
+            const scale = (x: number, total: number) => Math.floor((x * total) / 1_000_000);
 
-      test('EncryptStream → DecryptStream returns the plaintext for any split of input and ciphertext', async () => {
-        await fc.assert(
-          fc.asyncProperty(
-            fc.record({
-              seed: fc.nat(),
-              chunkSize: fc.constantFrom(...CHUNK_SIZES),
-              length: fc.oneof(
-                fc.integer({ min: 0, max: MAX_LENGTH }).map((n) => ({ n })),
-                // Near a chunk boundary: k·C + d.
-                fc.record({ k: fc.integer({ min: 0, max: 4 }), d: fc.integer({ min: -2, max: 2 }) }),
+            const plainPieces = withEmpties(
+              cutAt(
+                plaintext,
+                p.plainCuts.map((x) => scale(x, length)),
               ),
-              plainCuts: cutArb,
-              plainEmpties: emptiesArb,
-              cipherCuts: cutArb,
-              // Cuts at header / record boundaries ± 1.
-              cipherBoundaryCuts: fc.array(
-                fc.record({ record: fc.integer({ min: 0, max: 5 }), d: fc.integer({ min: -1, max: 1 }) }),
-                { maxLength: 4 },
-              ),
-              cipherEmpties: emptiesArb,
-            }),
-            async (p) => {
-              const c = p.chunkSize;
-              const length =
-                'n' in p.length ? p.length.n : Math.max(0, Math.min(MAX_LENGTH, p.length.k * c + p.length.d));
-              const plaintext = pseudoRandomBytes(p.seed, length);
-              const scale = (x: number, total: number) => Math.floor((x * total) / 1_000_000);
+              p.plainEmpties,
+            );
+            const sealed = await encryptStream(sealbox().client, sealbox().alias, plainPieces, {
+              chunkSize: c,
+            });
+            const header = parseHeader(sealed.data);
+            assert.ok(header);
+            assert.equal(header.chunkSize, c);
+            assert.equal(sealed.data.length, expectedCiphertextLength(header.length, length, c));
 
-              const plainPieces = withEmpties(
-                cutAt(
-                  plaintext,
-                  p.plainCuts.map((x) => scale(x, length)),
-                ),
-                p.plainEmpties,
-              );
-              const sealed = await encryptStream(sb.client, sb.alias, plainPieces, { chunkSize: c });
-              const header = parseHeader(sealed.data);
-              assert.ok(header);
-              assert.equal(header.chunkSize, c);
-              assert.equal(sealed.data.length, expectedCiphertextLength(header.length, length, c));
-
-              const recordCuts = p.cipherBoundaryCuts.map(
-                ({ record, d }) => header.length + record * (c + CHUNK_OVERHEAD) + d,
-              );
-              const cipherPieces = withEmpties(
-                cutAt(sealed.data, [...p.cipherCuts.map((x) => scale(x, sealed.data.length)), ...recordCuts]),
-                p.cipherEmpties,
-              );
-              const opened = await decryptStream(sb.client, cipherPieces);
-              assert.equal(opened.data.length, length);
-              assert.ok(opened.data.equals(plaintext), 'decrypted plaintext differs');
-            },
-          ),
-          { numRuns: 40 },
-        );
-      });
+            const recordCuts = p.cipherBoundaryCuts.map(
+              ({ record, d }) => header.length + record * (c + CHUNK_OVERHEAD) + d,
+            );
+            const cipherPieces = withEmpties(
+              cutAt(sealed.data, [...p.cipherCuts.map((x) => scale(x, sealed.data.length)), ...recordCuts]),
+              p.cipherEmpties,
+            );
+            const opened = await decryptStream(sealbox().client, cipherPieces);
+            assert.equal(opened.data.length, length);
+            assert.ok(opened.data.equals(plaintext), 'decrypted plaintext differs');
+          },
+        ),
+        { numRuns: 40 },
+      );
     });
-  }
+  });
 });
 
 describe('largest chunk size', () => {
-  for (const pool of POOLS) {
-    describe(pool.name, () => {
-      let sb: TestSealbox;
-      before(async () => {
-        sb = await startTestSealbox(pool.config);
-      });
-      after(() => sb.close());
-
-      test('4 MiB chunks round-trip around the chunk boundary', async () => {
-        const C = 4 * MiB;
-        for (const size of [C - 1, C, C + 1]) {
-          const plaintext = randomBytes(size);
-          // Pieces stay under the server's 8 MiB message limit.
-          const sealed = await encryptStream(sb.client, sb.alias, cutAt(plaintext, [MiB, 3 * MiB]), {
+  perPool((sealbox) => {
+    test('4 MiB chunks round-trip around the chunk boundary', async () => {
+      const C = 4 * MiB;
+      for (const size of [C - 1, C, C + 1]) {
+        const plaintext = randomBytes(size);
+        // Pieces stay under the server's 8 MiB message limit.
+        const sealed = await encryptStream(
+          sealbox().client,
+          sealbox().alias,
+          cutAt(plaintext, [MiB, 3 * MiB]),
+          {
             chunkSize: C,
-          });
-          assertShape(sealed.data, size, C, {});
-          const opened = await decryptStream(sb.client, cutAt(sealed.data, [5, 2 * MiB, C + 16]));
-          assert.ok(opened.data.equals(plaintext), `${size} bytes`);
-        }
-      });
+          },
+        );
+        assertShape(sealed.data, size, C, {});
+        const opened = await decryptStream(sealbox().client, cutAt(sealed.data, [5, 2 * MiB, C + 16]));
+        assert.ok(opened.data.equals(plaintext), `${size} bytes`);
+      }
     });
-  }
+  });
 });
 
 /**
@@ -446,41 +451,30 @@ describe('request buffers reused by the server', () => {
     return pieces;
   };
 
-  for (const pool of POOLS) {
-    describe(pool.name, () => {
-      let sb: TestSealbox;
-      before(async () => {
-        sb = await startTestSealbox(pool.config);
-      });
-      after(() => sb.close());
-
-      for (const chunkSize of [256 * KiB, DEFAULT_CHUNK_SIZE]) {
-        test(`round trips of messages smaller and larger than a ${chunkSize / KiB} KiB chunk stay intact`, async () => {
-          const before = requestBufferStats().reused;
-          for (let round = 0; round < 3; round++) {
-            const plaintext = randomBytes(6 * MiB + round);
-            const sealed = await encryptStream(
-              sb.client,
-              sb.alias,
-              cutCycling(plaintext, [70 * KiB + 1, 65 * KiB, 200 * KiB + 7, MiB, 90 * KiB]),
-              { chunkSize },
-            );
-            assertShape(sealed.data, plaintext.length, chunkSize, {});
-            const opened = await decryptStream(
-              sb.client,
-              cutCycling(sealed.data, [70 * KiB + 3, 66 * KiB, MiB + 5, 300 * KiB]),
-            );
-            assert.equal(opened.data.length, plaintext.length);
-            assert.ok(opened.data.equals(plaintext), `round ${round}: plaintext differs`);
-          }
-          assert.ok(
-            requestBufferStats().reused > before,
-            'request buffers were reused (the patch is active)',
+  perPool((sealbox) => {
+    for (const chunkSize of [256 * KiB, DEFAULT_CHUNK_SIZE]) {
+      test(`round trips of messages smaller and larger than a ${chunkSize / KiB} KiB chunk stay intact`, async () => {
+        const before = requestBufferStats().reused;
+        for (let round = 0; round < 3; round++) {
+          const plaintext = randomBytes(6 * MiB + round);
+          const sealed = await encryptStream(
+            sealbox().client,
+            sealbox().alias,
+            cutCycling(plaintext, [70 * KiB + 1, 65 * KiB, 200 * KiB + 7, MiB, 90 * KiB]),
+            { chunkSize },
           );
-        });
-      }
-    });
-  }
+          assertShape(sealed.data, plaintext.length, chunkSize, {});
+          const opened = await decryptStream(
+            sealbox().client,
+            cutCycling(sealed.data, [70 * KiB + 3, 66 * KiB, MiB + 5, 300 * KiB]),
+          );
+          assert.equal(opened.data.length, plaintext.length);
+          assert.ok(opened.data.equals(plaintext), `round ${round}: plaintext differs`);
+        }
+        assert.ok(requestBufferStats().reused > before, 'request buffers were reused (the patch is active)');
+      });
+    }
+  });
 });
 
 describe('100 MiB stream', () => {
